@@ -1,0 +1,24 @@
+"""bpfjit: run eBPF programs in user space, in a reference interpreter or natively through LLVM.
+
+Public API: `Program` (load from bytes/asm/ELF), `Config`, `VM` (program + engine), `run` (one-shot),
+`assemble`/`disassemble`, the exception hierarchy, and the helper registry.
+"""
+from .errors import AssemblerError, BPFError, LoadError, RuntimeFault, VerifierError
+from .program import Config, Program
+from .vm import ENGINES, VM, run
+
+__version__ = "0.1.0"
+
+
+def assemble(text: str, **kw) -> Program:
+    from .asm import assemble as _assemble
+    return _assemble(text, **kw)
+
+
+def disassemble(prog) -> str:
+    from .asm import disassemble as _disassemble
+    return _disassemble(prog)
+
+
+__all__ = ["AssemblerError", "BPFError", "LoadError", "RuntimeFault", "VerifierError", "Config", "Program",
+           "ENGINES", "VM", "run", "assemble", "disassemble", "__version__"]

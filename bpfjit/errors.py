@@ -1,0 +1,82 @@
+"""The exception hierarchy of bpfjit.
+
+Everything bpfjit raises on bad input or a faulting program derives from `BPFError`.
+Messages always say *where*: an instruction index (pc) or a source line.
+Nothing else lives here.
+"""
+from __future__ import annotations
+
+
+class BPFError(Exception):
+    """Base class of every error bpfjit raises on purpose."""
+
+
+class AssemblerError(BPFError):
+    """Assembly text that cannot be assembled. Carries the 1-based line number and the line text."""
+
+    def __init__(self, message: str, line_no: int | None = None, line: str | None = None):
+        self.reason = message
+        self.line_no = line_no
+        self.line = line
+        where = f"line {line_no}: " if line_no is not None else ""
+        text = f" ({line.strip()!r})" if line else ""
+        super().__init__(f"{where}{message}{text}")
+
+
+class LoadError(BPFError):
+    """A program that cannot be loaded: bad encoding, bad jump, unknown helper, bad ELF ..."""
+
+    def __init__(self, message: str, pc: int | None = None, field: str | None = None):
+        self.reason = message
+        self.pc = pc
+        self.field = field
+        where = f"instruction {pc}: " if pc is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class VerifierError(LoadError):
+    """A program the verifier rejects."""
+
+
+class RuntimeFault(BPFError):
+    """A program that faulted while running (in either engine, with the same kind and pc).
+
+    kind is one of FAULT_KINDS; addr/size describe the memory access for memory faults.
+    """
+
+    def __init__(self, kind: str, pc: int, message: str = "", addr: int | None = None,
+                 size: int | None = None):
+        self.kind = kind
+        self.pc = pc
+        self.addr = addr
+        self.size = size
+        self.message = message
+        detail = message or kind
+        if addr is not None:
+            detail += f" at address {addr:#x}" + (f" size {size}" if size is not None else "")
+        super().__init__(f"instruction {pc}: {detail}")
+
+    def key(self) -> tuple:
+        """What must be identical between engines."""
+        return (self.kind, self.pc, self.addr, self.size)
+
+
+# Fault kinds, shared by both engines (the JIT reports them by index into this tuple).
+FAULT_KINDS = (
+    "none",
+    "load",          # load outside the readable regions
+    "store",         # store outside the writable regions
+    "atomic",        # atomic access outside the writable regions
+    "insn_limit",    # instruction limit exceeded
+    "call_depth",    # more than MAX_CALL_DEPTH nested local calls
+    "bad_call",      # callx to an unknown helper
+    "helper",        # a helper failed (Python exception in a helper)
+)
+FAULT_CODE = {k: i for i, k in enumerate(FAULT_KINDS)}
+
+
+def helper_fault(e: BaseException, pc: int) -> RuntimeFault:
+    """The RuntimeFault both engines raise when a helper called at `pc` fails with `e`."""
+    if isinstance(e, RuntimeFault):
+        return RuntimeFault(e.kind, pc, e.message, e.addr, e.size)
+    return RuntimeFault("helper", pc, f"helper raised {type(e).__name__}: {e}")

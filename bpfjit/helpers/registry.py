@@ -1,0 +1,119 @@
+"""The helper registry: one table of helpers, shared by assembler, interpreter, JIT and verifier.
+
+A `Helper` is an id (the kernel's number), a name, a prototype (argument and return types, kept for the
+verifier), whether it is GPL-only, a Python implementation `py(ctx, r1, r2, r3, r4, r5) -> int` used by the
+interpreter (and wrapped in a ctypes callback by the JIT), and optionally the name of a native
+implementation the JIT emits instead. Helper implementations live in builtin.py, not here.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+# Argument types (the kernel's bpf_arg_type names, shortened), for prototypes and the verifier.
+ARG_TYPES = ("anything", "const_map_ptr", "ptr_to_map_key", "ptr_to_map_value", "ptr_to_ctx",
+             "ptr_to_mem", "ptr_to_uninit_mem", "const_size", "const_size_or_zero", "ptr_to_stack")
+RET_TYPES = ("integer", "void", "map_value_or_null", "mem_or_null")
+
+
+@dataclass(frozen=True)
+class Helper:
+    id: int
+    name: str
+    py: Callable[..., int]
+    args: tuple[str, ...] = ()
+    ret: str = "integer"
+    gpl_only: bool = False
+    native: str | None = None      # name of the JIT's native implementation, if any
+    btf_id: int | None = None      # set for helpers callable with call src=2
+
+    def __post_init__(self):
+        for a in self.args:
+            if a not in ARG_TYPES:
+                raise ValueError(f"helper {self.name}: unknown argument type {a!r}")
+        if self.ret not in RET_TYPES:
+            raise ValueError(f"helper {self.name}: unknown return type {self.ret!r}")
+        if len(self.args) > 5:
+            raise ValueError(f"helper {self.name}: at most 5 arguments")
+
+
+@dataclass
+class HelperContext:
+    """What a Python helper sees of the current run: memory, the program, the VM's runtime."""
+    aspace: object              # memory.AddressSpace
+    program: object = None      # program.Program
+    runtime: object = None      # per-VM runtime state (maps, trace buffer ...), may be None
+    pc: int = -1                # pc of the call (set by the interpreter; -1 in the JIT)
+    extra: dict = field(default_factory=dict)
+
+
+class HelperRegistry:
+    """id -> Helper, plus name and BTF-id lookups. Thread-safe registration."""
+
+    def __init__(self, helpers=()):
+        self._by_id: dict[int, Helper] = {}
+        self._by_btf: dict[int, Helper] = {}
+        self._lock = threading.Lock()
+        self.version = 0          # bumped on every change (JIT caches key on it)
+        for h in helpers:
+            self.register(h)
+
+    def register(self, helper: Helper, replace: bool = False) -> Helper:
+        with self._lock:
+            if helper.id in self._by_id and not replace:
+                raise ValueError(f"helper id {helper.id} is already registered ({self._by_id[helper.id].name})")
+            self._by_id[helper.id] = helper
+            if helper.btf_id is not None:
+                self._by_btf[helper.btf_id] = helper
+            self.version += 1
+        return helper
+
+    def helper(self, id: int, name: str | None = None, args=(), ret="integer", gpl_only=False, btf_id=None):
+        """Decorator: register a Python function as helper `id`."""
+        def deco(fn):
+            self.register(Helper(id, name or fn.__name__, fn, tuple(args), ret, gpl_only, btf_id=btf_id),
+                          replace=True)
+            return fn
+        return deco
+
+    def get(self, id: int) -> Helper | None:
+        return self._by_id.get(id)
+
+    def get_btf(self, btf_id: int) -> Helper | None:
+        return self._by_btf.get(btf_id)
+
+    def by_name(self, name: str) -> Helper | None:
+        for h in self._by_id.values():
+            if h.name == name:
+                return h
+        return None
+
+    def names(self) -> dict[str, int]:
+        return {h.name: h.id for h in self._by_id.values()}
+
+    def copy(self) -> "HelperRegistry":
+        return HelperRegistry(self._by_id.values())
+
+    def __iter__(self):
+        return iter(sorted(self._by_id.values(), key=lambda h: h.id))
+
+    def __contains__(self, id: int) -> bool:
+        return id in self._by_id
+
+
+_DEFAULT: HelperRegistry | None = None
+
+
+def default_registry() -> HelperRegistry:
+    """The process-wide registry with the built-in kernel helpers."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        from .builtin import BUILTIN_HELPERS
+        _DEFAULT = HelperRegistry(BUILTIN_HELPERS)
+    return _DEFAULT
+
+
+def helper_ids() -> dict[str, int]:
+    """name -> id of the default registry (the assembler resolves `call NAME` with it)."""
+    return default_registry().names()

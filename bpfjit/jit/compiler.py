@@ -1,0 +1,124 @@
+"""LLVM compilation: host target machine, the new pass manager pipeline at O0..O3, MCJIT, and the compile
+cache (in memory, keyed by program bytes + options + helper plan + llvmlite version; optionally objects on
+disk via BPFJIT_CACHE_DIR or `set_disk_cache`). Lowering lives in lower.py; calling in engine.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import llvmlite
+import llvmlite.binding as llvm
+
+_LOCK = threading.RLock()
+_TMS: dict[int, llvm.TargetMachine] = {}
+_CACHE: "OrderedDict[str, Compiled]" = OrderedDict()
+CACHE_SIZE = 256
+_DISK: Path | None = Path(os.environ["BPFJIT_CACHE_DIR"]) if os.environ.get("BPFJIT_CACHE_DIR") else None
+
+llvm.initialize_native_target()
+llvm.initialize_native_asmprinter()
+
+
+def set_disk_cache(path: str | os.PathLike | None) -> None:
+    """Keep compiled objects in `path` across processes (None turns the disk cache off)."""
+    global _DISK
+    _DISK = Path(path) if path is not None else None
+    if _DISK is not None:
+        _DISK.mkdir(parents=True, exist_ok=True)
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _CACHE.clear()
+
+
+def new_target_machine(opt: int) -> llvm.TargetMachine:
+    """A target machine for the host CPU and its features. An execution engine takes ownership of the one
+    it is given (and frees it with itself), so every engine gets its own."""
+    return llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=opt,
+        codemodel="jitdefault", jit=True)
+
+
+def target_machine(opt: int) -> llvm.TargetMachine:
+    """The shared target machine used by pass pipelines (never handed to an execution engine)."""
+    tm = _TMS.get(opt)
+    if tm is None:
+        tm = _TMS[opt] = new_target_machine(opt)
+    return tm
+
+
+def cache_key(*parts) -> str:
+    h = hashlib.sha256()
+    h.update(llvmlite.__version__.encode())
+    h.update(llvm.get_host_cpu_name().encode())
+    for p in parts:
+        h.update(b"\0")
+        h.update(p if isinstance(p, bytes) else repr(p).encode())
+    return h.hexdigest()
+
+
+class Compiled:
+    """A compiled module: its execution engine (kept alive) and entry-point addresses."""
+
+    def __init__(self, key: str, ir_text: str, opt: int, keepalive=()):
+        self.key = key
+        self.ir_text = ir_text
+        self.opt = opt
+        self.keepalive = keepalive
+        tm = target_machine(opt)
+        mod = llvm.parse_assembly(ir_text)
+        mod.name = key
+        mod.verify()
+        if opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pto.loop_vectorization = opt >= 2
+            pto.slp_vectorization = opt >= 2
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        self.optimized_ir = str(mod)
+        self._mod = mod
+        self.ee = llvm.create_mcjit_compiler(mod, new_target_machine(opt))
+        if _DISK is not None:
+            self.ee.set_object_cache(_notify, _getbuffer)
+        self.ee.finalize_object()
+        self.addr = {name: self.ee.get_function_address(name) for name in ("bpf_run", "bpf_batch", "bpf_bench")}
+
+    def native_asm(self) -> str:
+        return target_machine(self.opt).emit_assembly(self._mod)
+
+
+def _disk_path(module) -> Path:
+    return _DISK / f"{module.name}.o"
+
+
+def _notify(module, buffer: bytes) -> None:
+    try:
+        _disk_path(module).write_bytes(buffer)
+    except OSError:
+        pass
+
+
+def _getbuffer(module):
+    p = _disk_path(module)
+    return p.read_bytes() if p.exists() else None
+
+
+def get_or_compile(key: str, build_ir, opt: int, keepalive=()) -> tuple[Compiled, bool]:
+    """(compiled, hit): the cached module for key, or build_ir() compiled now."""
+    with _LOCK:
+        c = _CACHE.get(key)
+        if c is not None:
+            _CACHE.move_to_end(key)
+            return c, True
+    ir_text = build_ir()
+    c = Compiled(key, ir_text, opt, keepalive)
+    with _LOCK:
+        _CACHE[key] = c
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return c, False

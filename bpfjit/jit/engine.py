@@ -1,0 +1,196 @@
+"""`JITEngine`: a program compiled to native code, with the interpreter's `run` contract plus native loops.
+
+It decides how each helper is reached (native IR twin, or a ctypes callback into the Python
+implementation), resolves lddw pseudo values, compiles through the cache, and calls the native entry
+points with the GIL released (ctypes foreign calls). Faults written by native code into the state block
+are raised as the same `RuntimeFault` the interpreter raises.
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import numpy as np
+
+from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, helper_fault
+from ..program import Config, Program
+from . import compiler
+from . import state as S
+from .lower import HelperPlan, Lowering
+from .native_helpers import NATIVE
+
+M64 = (1 << 64) - 1
+_U64 = ctypes.c_uint64
+_VP = ctypes.c_void_p
+RUN_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
+BATCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _VP)
+BENCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64)
+HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
+
+_TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
+
+
+def _callback(helper):
+    """ctypes callback running a Python helper for native code; failures become a fault in the state."""
+    fn = helper.py
+
+    def cb(st_addr, r1, r2, r3, r4, r5):
+        try:
+            return int(fn(_TLS.ctx, r1, r2, r3, r4, r5)) & M64
+        except BaseException as e:  # noqa: BLE001 - nothing may escape into native code
+            _TLS.error = e
+            st = (ctypes.c_uint64 * S.NSLOTS).from_address(st_addr)
+            if isinstance(e, RuntimeFault):
+                st[S.F_KIND] = FAULT_CODE[e.kind]
+                st[S.F_ADDR] = (e.addr or 0) & M64
+                st[S.F_SIZE] = e.size or 0
+            else:
+                st[S.F_KIND] = FAULT_CODE["helper"]
+            return 0
+    return HELPER_T(cb)
+
+
+class JITEngine:
+    def __init__(self, prog: Program, config: Config, registry, resolve_lddw=None):
+        self.prog = prog
+        self.config = config
+        self.registry = registry
+        plan, callbacks = self._plan_helpers()
+        self.callbacks = callbacks
+        self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
+        lddw = self._resolve_lddw(resolve_lddw)
+        key = compiler.cache_key(prog.to_bytes(), config.checked, config.insn_limit is not None,
+                                 config.max_call_depth, config.stack_size, config.opt_level,
+                                 sorted(plan.entries.items()), sorted(lddw.items()))
+        self.compiled, self.cache_hit = compiler.get_or_compile(
+            key, lambda: str(Lowering(prog, config, plan, lddw, NATIVE).build()), config.opt_level)
+        a = self.compiled.addr
+        self._run = RUN_T(a["bpf_run"])
+        self._batch = BATCH_T(a["bpf_batch"])
+        self._bench = BENCH_T(a["bpf_bench"])
+        self.last_count = 0
+
+    # ---- preparation ----
+    def _plan_helpers(self):
+        entries, callbacks, slots = {}, [], {}
+
+        def bind(h):
+            if h.native is not None and h.native in NATIVE:
+                return ("native", h.native)
+            if h.id not in slots:
+                slots[h.id] = len(callbacks)
+                callbacks.append(_callback(h))
+            return ("py", slots[h.id])
+
+        for pc, f in enumerate(self.prog.forms):
+            if f is None:
+                continue
+            imm = self.prog.insns[pc].imm
+            if f.op == "call":
+                h = self.registry.get(imm)
+                if h is None:
+                    raise LoadError(f"call to unknown helper {imm}", pc, "imm")
+                entries[("call", imm)] = bind(h)
+            elif f.op == "call_btf":
+                h = self.registry.get_btf(imm)
+                if h is None:
+                    raise LoadError(f"call to unknown helper with BTF id {imm}", pc, "imm")
+                entries[("call_btf", imm)] = bind(h)
+            elif f.op == "callx":
+                for h in self.registry:
+                    entries[("callx", h.id)] = bind(h)
+        return HelperPlan(entries), callbacks
+
+    def _resolve_lddw(self, resolve) -> dict[int, int]:
+        out = {}
+        insns = self.prog.insns
+        for pc, f in enumerate(self.prog.forms):
+            if f is None or not f.op.startswith("lddw"):
+                continue
+            if f.op == "lddw":
+                out[pc] = (insns[pc].imm & 0xFFFFFFFF) | ((insns[pc + 1].imm & 0xFFFFFFFF) << 32)
+            elif resolve is None:
+                raise LoadError(f"lddw with src {insns[pc].src} ({f.op[5:]}) needs a runtime that resolves it",
+                                pc, "src")
+            else:
+                out[pc] = resolve(pc, insns[pc].src, insns[pc].imm, insns[pc + 1].imm) & M64
+        return out
+
+    # ---- state ----
+    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int):
+        st = getattr(_TLS, "state", None)
+        if st is None:
+            st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
+        table = aspace.table()
+        st[:] = 0
+        lim = self.config.insn_limit
+        st[S.LIMIT] = lim if lim is not None else M64
+        st[S.TABLE] = table.ctypes.data
+        st[S.NREGIONS] = len(table) // 3
+        st[S.MEM_START] = mem_start
+        st[S.MEM_LEN] = mem_len
+        st[S.HELPERS] = self.helper_table.ctypes.data
+        st[S.STACK_TOP] = stack_top
+        return st, table
+
+    def _raise_fault(self, st) -> None:
+        kind = FAULT_KINDS[int(st[S.F_KIND])]
+        pc = int(st[S.F_PC])
+        err, _TLS.error = getattr(_TLS, "error", None), None
+        if err is not None and kind in ("helper",) or (err is not None and isinstance(err, RuntimeFault)):
+            raise helper_fault(err, pc) from err
+        if kind in ("load", "store", "atomic"):
+            msg = {"load": "load outside accessible memory", "store": "store outside writable memory",
+                   "atomic": "atomic access outside writable memory"}[kind]
+            raise RuntimeFault(kind, pc, msg, int(st[S.F_ADDR]), int(st[S.F_SIZE]))
+        if kind == "insn_limit":
+            raise RuntimeFault(kind, pc, f"instruction limit {self.config.insn_limit} exceeded")
+        if kind == "call_depth":
+            raise RuntimeFault(kind, pc, f"more than {self.config.max_call_depth} nested call frames")
+        raise RuntimeFault(kind, pc, kind)
+
+    # ---- running ----
+    def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
+            mem_len: int = 0) -> int:
+        st, table = self._state(aspace, mem_start, mem_len, stack_top)
+        _TLS.ctx = helper_ctx
+        r0 = self._run(st.ctypes.data, r1 & M64, r2 & M64, stack_top)
+        self.last_count = int(st[S.COUNT])
+        if st[S.F_KIND]:
+            self._raise_fault(st)
+        return r0
+
+    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx) -> np.ndarray:
+        """One run per record (row 0 of aspace must be the first record's region)."""
+        n = len(records)
+        out = np.zeros(n, dtype=np.uint64)
+        if n == 0:
+            return out
+        stride = records.strides[0]
+        base = records.ctypes.data
+        st, table = self._state(aspace, base, stride, stack_top)
+        _TLS.ctx = helper_ctx
+        done = self._batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
+        if done < n:
+            try:
+                self._raise_fault(st)
+            except RuntimeFault as e:
+                e.record = int(done)
+                raise
+        return out
+
+    def bench(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, n: int, mem_start: int = 0,
+              mem_len: int = 0) -> int:
+        st, table = self._state(aspace, mem_start, mem_len, stack_top)
+        _TLS.ctx = helper_ctx
+        r0 = self._bench(st.ctypes.data, r1 & M64, r2 & M64, stack_top, n)
+        if st[S.F_KIND]:
+            self._raise_fault(st)
+        return r0
+
+    # ---- inspection ----
+    def ir(self, optimized: bool = True) -> str:
+        return self.compiled.optimized_ir if optimized else self.compiled.ir_text
+
+    def native_asm(self) -> str:
+        return self.compiled.native_asm()

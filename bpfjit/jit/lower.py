@@ -1,0 +1,558 @@
+"""Lowering of a validated `Program` to an LLVM IR module (llvmlite.ir), llvmbpf style.
+
+Registers are allocas promoted by mem2reg, every basic-block leader (program.leaders) gets an LLVM block,
+every BPF subprogram (entry and each local-call target) becomes an internal LLVM function with its own
+frame pointer, and LLVM's optimiser does the rest. Where BPF defines a result that LLVM leaves undefined
+(division by zero, INT_MIN / -1, oversized shifts) the lowering guards it. In checked mode every memory
+access is checked against the run's region table and each block charges the instruction meter on entry,
+exactly as the interpreter does; faults are written into the state block (state.py) and unwind by return.
+Also emitted here: the exported entry points `bpf_run`, `bpf_batch` (one run per record) and `bpf_bench`.
+Compilation and calling live in compiler.py / engine.py.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .. import isa
+from ..errors import FAULT_CODE, LoadError
+from ..program import Config, Program, jump_target, leaders
+from . import state as S
+
+I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
+I64P = I64.as_pointer()
+RET = ir.LiteralStructType([I64] * 6)          # r0..r5 after a subprogram returns
+PERM_R, PERM_W, PERM_RW = 1, 2, 3
+HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
+NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
+
+
+def c64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v & ((1 << 64) - 1))
+
+
+def _ity(bits: int) -> ir.IntType:
+    return ir.IntType(bits)
+
+
+# ---- ALU semantics over LLVM values a, b of the operation width (guards where LLVM has UB) ----
+def _alu(bld: ir.IRBuilder, op: str, a, b, bits: int):
+    t = _ity(bits)
+    zero, one, minus1 = ir.Constant(t, 0), ir.Constant(t, 1), ir.Constant(t, -1)
+    if op == "add":
+        return bld.add(a, b)
+    if op == "sub":
+        return bld.sub(a, b)
+    if op == "mul":
+        return bld.mul(a, b)
+    if op in ("div", "mod"):
+        bz = bld.icmp_unsigned("==", b, zero)
+        safe = bld.select(bz, one, b)
+        r = bld.udiv(a, safe) if op == "div" else bld.urem(a, safe)
+        return bld.select(bz, zero if op == "div" else a, r)
+    if op in ("sdiv", "smod"):
+        bz = bld.icmp_unsigned("==", b, zero)
+        bm1 = bld.icmp_unsigned("==", b, minus1)
+        safe = bld.select(bld.or_(bz, bm1), one, b)
+        if op == "sdiv":
+            r = bld.select(bm1, bld.sub(zero, a), bld.sdiv(a, safe))
+            return bld.select(bz, zero, r)
+        r = bld.select(bm1, zero, bld.srem(a, safe))
+        return bld.select(bz, a, r)
+    if op == "or":
+        return bld.or_(a, b)
+    if op == "and":
+        return bld.and_(a, b)
+    if op == "xor":
+        return bld.xor(a, b)
+    if op in ("lsh", "rsh", "arsh"):
+        sh = bld.and_(b, ir.Constant(t, bits - 1))
+        return {"lsh": bld.shl, "rsh": bld.lshr, "arsh": bld.ashr}[op](a, sh)
+    if op == "mov":
+        return b
+    if op.startswith("movsx"):
+        n = int(op[5:])
+        return bld.sext(bld.trunc(b, _ity(n)), t) if n < bits else b
+    if op == "neg":
+        return bld.sub(zero, a)
+    raise AssertionError(op)  # pragma: no cover
+
+
+_ICMP = {"jeq": ("u", "=="), "jne": ("u", "!="), "jgt": ("u", ">"), "jge": ("u", ">="), "jlt": ("u", "<"),
+         "jle": ("u", "<="), "jsgt": ("s", ">"), "jsge": ("s", ">="), "jslt": ("s", "<"), "jsle": ("s", "<=")}
+_RMW = {"add": "add", "or": "or", "and": "and", "xor": "xor", "xchg": "xchg"}
+
+
+class HelperPlan:
+    """How lowered code reaches each helper id: ("native", name) or ("py", slot in the callback table)."""
+
+    def __init__(self, entries: dict[int, tuple[str, object]]):
+        self.entries = entries
+
+
+class Lowering:
+    def __init__(self, prog: Program, config: Config, plan: HelperPlan, lddw_values: dict[int, int],
+                 native_helpers=None):
+        self.prog = prog
+        self.cfg = config
+        self.checked = config.checked
+        self.metered = config.checked and config.insn_limit is not None
+        self.plan = plan
+        self.lddw = lddw_values
+        self.native = native_helpers
+        self.module = ir.Module(name="bpfjit")
+        self.insns = prog.insns
+        self.forms = prog.forms
+        self.leaders = leaders(prog)
+        self.leader_set = set(self.leaders)
+        self.costs = self._block_costs()
+        self.subs: dict[int, ir.Function] = {}
+        self._check_slow = None
+        self._native_fns: dict[str, ir.Function] = {}
+
+    # ---- analysis ----
+    def _block_costs(self) -> dict[int, int]:
+        bounds = self.leaders + [len(self.insns)]
+        return {s: sum(1 for p in range(s, bounds[i + 1]) if self.forms[p] is not None)
+                for i, s in enumerate(self.leaders)}
+
+    def _successors(self, pc: int) -> list[int]:
+        f = self.forms[pc]
+        ins = self.insns[pc]
+        nxt = pc + (2 if f.op.startswith("lddw") else 1)
+        if f.op == "exit":
+            return []
+        t = jump_target(pc, ins, f)
+        if f.op in ("ja", "ja32"):
+            return [t]
+        if f.op in isa.COND_JUMPS:
+            return [nxt, t]
+        return [nxt]
+
+    def _reachable(self, start: int) -> set[int]:
+        seen, todo = set(), [start]
+        while todo:
+            pc = todo.pop()
+            if pc in seen or pc >= len(self.insns):
+                continue
+            seen.add(pc)
+            todo.extend(self._successors(pc))
+        return seen
+
+    # ---- module ----
+    def build(self) -> ir.Module:
+        starts = [0] + sorted({jump_target(pc, self.insns[pc], f) for pc, f in enumerate(self.forms)
+                               if f is not None and f.op == "call_local"} - {0})
+        fnty = ir.FunctionType(RET, [I64P] + [I64] * 11 + [I64])
+        for s in starts:
+            fn = ir.Function(self.module, fnty, f"bpf_sub_{s}")
+            fn.linkage = "internal"
+            self.subs[s] = fn
+        if len(self.insns) < 4000:
+            self.subs[0].attributes.add("alwaysinline")
+        for s in starts:
+            _FunctionLowering(self, self.subs[s], s).emit()
+        self._emit_entry_points()
+        return self.module
+
+    def check_slow_fn(self) -> ir.Function:
+        """bpf_check_slow(st, addr, size, perm) -> i1: scan every region row (fallback of the inline check)."""
+        if self._check_slow is not None:
+            return self._check_slow
+        fn = ir.Function(self.module, ir.FunctionType(I1, [I64P, I64, I64, I64]), "bpf_check_slow")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        st, addr, size, perm = fn.args
+        entry, loop, body, nxt, yes, no = (fn.append_basic_block(n) for n in
+                                           ("entry", "loop", "body", "next", "yes", "no"))
+        b = ir.IRBuilder(entry)
+        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+        n = b.load(b.gep(st, [c64(S.NREGIONS)]))
+        end = b.add(addr, size)
+        nowrap = b.icmp_unsigned(">=", end, addr)
+        b.cbranch(nowrap, loop, no)
+        b.position_at_end(loop)
+        i = b.phi(I64)
+        i.add_incoming(c64(0), entry)
+        b.cbranch(b.icmp_unsigned("<", i, n), body, no)
+        b.position_at_end(body)
+        row = b.mul(i, c64(3))
+        lo = b.load(b.gep(table, [row]))
+        hi = b.load(b.gep(table, [b.add(row, c64(1))]))
+        pm = b.load(b.gep(table, [b.add(row, c64(2))]))
+        ok = b.and_(b.and_(b.icmp_unsigned(">=", addr, lo), b.icmp_unsigned("<=", end, hi)),
+                    b.icmp_unsigned("==", b.and_(pm, perm), perm))
+        b.cbranch(ok, yes, nxt)
+        b.position_at_end(nxt)
+        i.add_incoming(b.add(i, c64(1)), nxt)
+        b.branch(loop)
+        b.position_at_end(yes)
+        b.ret(ir.Constant(I1, 1))
+        b.position_at_end(no)
+        b.ret(ir.Constant(I1, 0))
+        self._check_slow = fn
+        return fn
+
+    def native_fn(self, name: str) -> ir.Function:
+        fn = self._native_fns.get(name)
+        if fn is None:
+            fn = self._native_fns[name] = self.native.emit(self.module, name)
+        return fn
+
+    def _emit_entry_points(self):
+        m, sub0 = self.module, self.subs[0]
+        # bpf_run(st, r1, r2, r10) -> r0
+        run = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64]), "bpf_run")
+        st, r1, r2, r10 = run.args
+        b = ir.IRBuilder(run.append_basic_block("entry"))
+        r0 = self._call_entry(b, st, r1, r2, r10)
+        b.ret(r0)
+        # bpf_batch(st, base, stride, count, r10, out) -> records done (stops at the first fault)
+        batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
+        st, base, stride, count, r10, out = batch.args
+        self._emit_loop(batch, st, count, lambda b, i: (b.add(base, b.mul(i, stride)), stride), r10, out)
+        # bpf_bench(st, r1, r2, r10, n) -> last r0 (stops at the first fault)
+        bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
+        st, r1, r2, r10, n = bench.args
+        self._emit_loop(bench, st, n, lambda b, i: (r1, r2), r10, None)
+
+    def _call_entry(self, b, st, r1, r2, r10):
+        """Call subprogram 0; an implicit exit (EXIT0) becomes r0 = 0 with no fault."""
+        res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)])
+        r0 = b.extract_value(res, 0)
+        kslot = b.gep(st, [c64(S.F_KIND)])
+        is_exit0 = b.icmp_unsigned("==", b.load(kslot), c64(S.EXIT0))
+        with b.if_then(is_exit0, likely=False):
+            b.store(c64(0), kslot)
+        return b.select(is_exit0, c64(0), r0)
+
+    def _emit_loop(self, fn, st, count, args_of, r10, out):
+        entry, head, body, done, fault = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done",
+                                                                           "fault"))
+        b = ir.IRBuilder(entry)
+        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        last = b.phi(I64)
+        i.add_incoming(c64(0), entry)
+        last.add_incoming(c64(0), entry)
+        b.cbranch(b.icmp_unsigned("<", i, count), body, done)
+        b.position_at_end(body)
+        r1, r2 = args_of(b, i)
+        if out is not None:   # per-record region 0 and packet bounds
+            b.store(r1, b.gep(table, [c64(0)]))
+            b.store(b.add(r1, r2), b.gep(table, [c64(1)]))
+            b.store(r1, b.gep(st, [c64(S.MEM_START)]))
+            b.store(r2, b.gep(st, [c64(S.MEM_LEN)]))
+        b.store(c64(0), b.gep(st, [c64(S.COUNT)]))
+        b.store(c64(0), b.gep(st, [c64(S.TAIL)]))
+        r0 = self._call_entry(b, st, r1, r2, r10)
+        faulted = b.icmp_unsigned("!=", b.load(b.gep(st, [c64(S.F_KIND)])), c64(0))
+        cont = fn.append_basic_block("cont")
+        b.cbranch(faulted, fault, cont)
+        b.position_at_end(cont)
+        if out is not None:
+            b.store(r0, b.gep(out, [i]))
+        i.add_incoming(b.add(i, c64(1)), cont)
+        last.add_incoming(r0, cont)
+        b.branch(head)
+        b.position_at_end(done)
+        b.ret(count if out is not None else last)
+        b.position_at_end(fault)
+        b.ret(i if out is not None else last)
+
+
+class _FunctionLowering:
+    """Emits one subprogram: fn(st, r0..r9, r10, depth) -> {r0..r5}."""
+
+    def __init__(self, low: Lowering, fn: ir.Function, start: int):
+        self.low = low
+        self.fn = fn
+        self.start = start
+        self.st = fn.args[0]
+        self.depth = fn.args[12]
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    # small helpers
+    def slot(self, idx: int):
+        return self.b.gep(self.st, [c64(idx)])
+
+    def reg(self, r: int):
+        return self.b.load(self.R[r])
+
+    def set(self, r: int, v):
+        self.b.store(v, self.R[r])
+
+    def emit(self):
+        low, b = self.low, self.b
+        self.R = [b.alloca(I64, name=f"r{i}") for i in range(11)]
+        self.cnt = b.alloca(I64, name="count")
+        for i in range(11):
+            b.store(self.fn.args[1 + i], self.R[i])
+        b.store(b.load(self.slot(S.COUNT)), self.cnt)
+        self.limit = b.load(self.slot(S.LIMIT)) if low.metered else None
+        if low.checked:
+            self._load_fast_regions()
+        reach = self.low._reachable(self.start)
+        self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in sorted(reach) if pc in low.leader_set}
+        b.branch(self.blocks[self.start])
+        for pc in sorted(self.blocks):
+            b.position_at_end(self.blocks[pc])
+            self._emit_block(pc)
+
+    def _load_fast_regions(self):
+        """Rows 0 and 1 of the region table (mem/ctx and stack) as SSA bounds per permission."""
+        b = self.b
+        table = b.inttoptr(b.load(self.slot(S.TABLE)), I64P)
+        self.fast = {PERM_R: [], PERM_W: [], PERM_RW: []}
+        for row in (0, 1):
+            lo = b.load(b.gep(table, [c64(3 * row)]))
+            hi = b.load(b.gep(table, [c64(3 * row + 1)]))
+            pm = b.load(b.gep(table, [c64(3 * row + 2)]))
+            for perm in (PERM_R, PERM_W, PERM_RW):
+                ok = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
+                self.fast[perm].append((b.select(ok, lo, c64(-1)), b.select(ok, hi, c64(0))))
+
+    # ---- faults and returns ----
+    def _ret_regs(self, bld):
+        agg = ir.Constant(RET, ir.Undefined)
+        for i in range(6):
+            agg = bld.insert_value(agg, bld.load(self.R[i]), i)
+        return agg
+
+    def fault_block(self, kind: str, pc: int, addr=None, size: int | None = None, code: int | None = None):
+        blk = self.fn.append_basic_block(f"fault_{kind}_{pc}")
+        fb = ir.IRBuilder(blk)
+        st = self.st
+        fb.store(c64(FAULT_CODE[kind] if code is None else code), fb.gep(st, [c64(S.F_KIND)]))
+        fb.store(c64(pc), fb.gep(st, [c64(S.F_PC)]))
+        fb.store(addr if addr is not None else c64(0), fb.gep(st, [c64(S.F_ADDR)]))
+        fb.store(c64(size or 0), fb.gep(st, [c64(S.F_SIZE)]))
+        fb.store(fb.load(self.cnt), fb.gep(st, [c64(S.COUNT)]))
+        fb.ret(ir.Constant(RET, ir.Undefined))
+        return blk
+
+    def propagate_if_fault(self, pc: int | None = None):
+        """After a call: if the state holds a fault, return at once (setting its pc if given)."""
+        b = self.b
+        kind = b.load(self.slot(S.F_KIND))
+        bad = b.icmp_unsigned("!=", kind, c64(0))
+        blk = self.fn.append_basic_block("propagate")
+        cont = self.fn.append_basic_block("cont")
+        b.cbranch(bad, blk, cont)
+        fb = ir.IRBuilder(blk)
+        if pc is not None:
+            fb.store(c64(pc), fb.gep(self.st, [c64(S.F_PC)]))
+        fb.store(fb.load(self.cnt), fb.gep(self.st, [c64(S.COUNT)]))
+        fb.ret(ir.Constant(RET, ir.Undefined))
+        b.position_at_end(cont)
+
+    # ---- blocks ----
+    def _emit_block(self, start: int):
+        low, b = self.low, self.b
+        if low.metered:
+            c = b.add(b.load(self.cnt), c64(low.costs[start]))
+            over = b.icmp_unsigned(">", c, self.limit)
+            ok = self.fn.append_basic_block(f"pc{start}_run")
+            b.cbranch(over, self.fault_block("insn_limit", start), ok)
+            b.position_at_end(ok)
+            b.store(c, self.cnt)
+        pc = start
+        while True:
+            f = low.forms[pc]
+            nxt = self._emit_insn(pc, f)
+            if nxt is None:        # the instruction ended the block (jump / exit)
+                return
+            if nxt in low.leader_set or nxt >= len(low.insns):
+                b.branch(self.blocks[nxt])
+                return
+            pc = nxt
+
+    # ---- memory ----
+    def address(self, base_reg: int, off: int):
+        return self.b.add(self.reg(base_reg), c64(off))
+
+    def check(self, addr, size: int, perm: int, kind: str, pc: int):
+        if not self.low.checked:
+            return
+        b = self.b
+        end = b.add(addr, c64(size))
+        ok = b.icmp_unsigned(">=", end, addr)
+        inside = None
+        for lo, hi in self.fast[perm]:
+            r = b.and_(b.icmp_unsigned(">=", addr, lo), b.icmp_unsigned("<=", end, hi))
+            inside = r if inside is None else b.or_(inside, r)
+        fast_ok = b.and_(ok, inside)
+        cont = self.fn.append_basic_block(f"pc{pc}_ok")
+        slow = self.fn.append_basic_block(f"pc{pc}_slow")
+        b.cbranch(fast_ok, cont, slow)
+        b.position_at_end(slow)
+        good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), c64(perm)])
+        b.cbranch(good, cont, self.fault_block(kind, pc, addr, size))
+        b.position_at_end(cont)
+
+    def ptr(self, addr, bits: int):
+        return self.b.inttoptr(addr, _ity(bits).as_pointer())
+
+    # ---- instructions; return the next pc, or None when the block ends here ----
+    def _emit_insn(self, pc: int, f: isa.Form):
+        b, ins = self.b, self.low.insns[pc]
+        op = f.op
+        d, s = ins.dst, ins.src
+        n = pc + 1
+        if f.cls in (isa.CLS_ALU, isa.CLS_ALU64) and op not in ("le", "be", "bswap"):
+            bits = 64 if f.is64 else 32
+            t = _ity(bits)
+            a = self.reg(d)
+            bv = self.reg(s) if f.srcreg else c64(ins.imm)
+            if bits == 32:
+                a, bv = b.trunc(a, I32), b.trunc(bv, I32)
+            r = _alu(b, op, a, bv, bits)
+            self.set(d, b.zext(r, I64) if bits == 32 else r)
+            return n
+        if op in ("le", "be", "bswap"):
+            v = self.reg(d)
+            if f.width < 64:
+                v = b.trunc(v, _ity(f.width))
+            if op != "le":
+                v = b.call(self.low.module.declare_intrinsic("llvm.bswap", [_ity(f.width)]), [v])
+            self.set(d, b.zext(v, I64) if f.width < 64 else v)
+            return n
+        if op in isa.COND_JUMPS:
+            bits = 64 if f.is64 else 32
+            a = self.reg(d)
+            bv = self.reg(s) if f.srcreg else c64(ins.imm)
+            if bits == 32:
+                a, bv = b.trunc(a, I32), b.trunc(bv, I32)
+            if op == "jset":
+                cond = b.icmp_unsigned("!=", b.and_(a, bv), ir.Constant(_ity(bits), 0))
+            else:
+                sign, pred = _ICMP[op]
+                cond = (b.icmp_signed if sign == "s" else b.icmp_unsigned)(pred, a, bv)
+            b.cbranch(cond, self.blocks[n + ins.off], self.blocks[n])
+            return None
+        if op in ("ja", "ja32"):
+            b.branch(self.blocks[jump_target(pc, ins, f)])
+            return None
+        if op == "exit":
+            b.store(b.load(self.cnt), self.slot(S.COUNT))
+            b.ret(self._ret_regs(b))
+            return None
+        if op in ("ldx", "ldxs"):
+            addr = self.address(s, ins.off)
+            self.check(addr, f.width // 8, PERM_R, "load", pc)
+            v = b.load(self.ptr(addr, f.width), align=1)
+            self.set(d, (b.sext if op == "ldxs" else b.zext)(v, I64) if f.width < 64 else v)
+            return n
+        if op in ("st", "stx"):
+            addr = self.address(d, ins.off)
+            self.check(addr, f.width // 8, PERM_W, "store", pc)
+            v = self.reg(s) if op == "stx" else c64(ins.imm)
+            if f.width < 64:
+                v = b.trunc(v, _ity(f.width))
+            b.store(v, self.ptr(addr, f.width), align=1)
+            return n
+        if op.startswith("lock_"):
+            return self._atomic(pc, f, ins)
+        if op.startswith("lddw"):
+            self.set(d, c64(self.low.lddw[pc]))
+            return pc + 2
+        if op in ("ldabs", "ldind"):
+            return self._ld_packet(pc, f, ins)
+        if op == "call_local":
+            return self._call_local(pc, ins)
+        if op in ("call", "call_btf"):
+            self._call_helper(pc, self.low.plan.entries[(op, ins.imm)])
+            return n
+        if op == "callx":
+            return self._callx(pc, ins)
+        raise LoadError(f"{f.mnemonic} cannot be lowered", pc)  # pragma: no cover
+
+    def _atomic(self, pc, f, ins):
+        b = self.b
+        bits = f.width
+        t = _ity(bits)
+        addr = self.address(ins.dst, ins.off)
+        self.check(addr, bits // 8, PERM_RW, "atomic", pc)
+        p = self.ptr(addr, bits)
+        name = f.op[len("lock_"):]
+        src = self.reg(ins.src)
+        src_t = b.trunc(src, t) if bits < 64 else src
+        if name == "cmpxchg":
+            r0 = self.reg(0)
+            exp = b.trunc(r0, t) if bits < 64 else r0
+            res = b.cmpxchg(p, exp, src_t, "seq_cst", "seq_cst")
+            old = b.extract_value(res, 0)
+            self.set(0, b.zext(old, I64) if bits < 64 else old)
+            return pc + 1
+        fetch = name.startswith("fetch_") or name == "xchg"
+        base = name[len("fetch_"):] if name.startswith("fetch_") else name
+        old = b.atomic_rmw(_RMW[base], p, src_t, "seq_cst")
+        if fetch:
+            self.set(ins.src, b.zext(old, I64) if bits < 64 else old)
+        return pc + 1
+
+    def _ld_packet(self, pc, f, ins):
+        b = self.b
+        nbytes = f.width // 8
+        o = c64(ins.imm) if f.op == "ldabs" else b.add(self.reg(ins.src), c64(ins.imm))
+        o = b.sext(b.trunc(o, I32), I64)
+        mem_len = b.load(self.slot(S.MEM_LEN))
+        bad = b.or_(b.icmp_signed("<", o, c64(0)), b.icmp_signed(">", b.add(o, c64(nbytes)), mem_len))
+        cont = self.fn.append_basic_block(f"pc{pc}_pkt")
+        b.cbranch(bad, self.fault_block("none", pc, code=S.EXIT0), cont)
+        b.position_at_end(cont)
+        addr = b.add(b.load(self.slot(S.MEM_START)), o)
+        self.check(addr, nbytes, PERM_R, "load", pc)
+        v = b.load(self.ptr(addr, f.width), align=1)
+        if nbytes > 1:
+            v = b.call(self.low.module.declare_intrinsic("llvm.bswap", [_ity(f.width)]), [v])
+        self.set(0, b.zext(v, I64))
+        return pc + 1
+
+    def _call_local(self, pc, ins):
+        b, low = self.b, self.low
+        target = pc + 1 + ins.imm
+        too_deep = b.icmp_unsigned(">=", b.add(self.depth, c64(1)), c64(low.cfg.max_call_depth))
+        cont = self.fn.append_basic_block(f"pc{pc}_call")
+        b.cbranch(too_deep, self.fault_block("call_depth", pc), cont)
+        b.position_at_end(cont)
+        b.store(b.load(self.cnt), self.slot(S.COUNT))
+        args = [self.st] + [self.reg(i) for i in range(10)] + \
+               [b.sub(self.reg(10), c64(low.cfg.stack_size)), b.add(self.depth, c64(1))]
+        res = b.call(low.subs[target], args)
+        b.store(b.load(self.slot(S.COUNT)), self.cnt)
+        self.propagate_if_fault()
+        for i in range(6):
+            self.set(i, b.extract_value(res, i))
+        return pc + 1
+
+    def _call_helper(self, pc, entry):
+        b = self.b
+        kind, what = entry
+        args = [self.reg(i) for i in range(1, 6)]
+        if kind == "native":
+            r0 = b.call(self.low.native_fn(what), [self.st] + args)
+        else:
+            table = b.inttoptr(b.load(self.slot(S.HELPERS)), I64P)
+            fptr = b.inttoptr(b.load(b.gep(table, [c64(what)])), HELPER_FN.as_pointer())
+            b.store(b.load(self.cnt), self.slot(S.COUNT))
+            r0 = b.call(fptr, [b.ptrtoint(self.st, I64)] + args)
+        self.set(0, r0)
+        if kind != "native" or self.low.native.may_fault(what):
+            self.propagate_if_fault(pc)
+
+    def _callx(self, pc, ins):
+        b, low = self.b, self.low
+        ids = sorted(k[1] for k in low.plan.entries if k[0] == "callx")
+        target = self.reg(ins.dst)
+        done = self.fn.append_basic_block(f"pc{pc}_callx_done")
+        sw = b.switch(target, self.fault_block("bad_call", pc))
+        for hid in ids:
+            blk = self.fn.append_basic_block(f"pc{pc}_callx_{hid}")
+            sw.add_case(c64(hid), blk)
+            b.position_at_end(blk)
+            self._call_helper(pc, low.plan.entries[("callx", hid)])
+            b.branch(done)
+        b.position_at_end(done)
+        return pc + 1

@@ -1,0 +1,24 @@
+"""Layout of the per-run state block shared by JIT code and Python (an array of uint64 slots).
+
+Only slot indexes and special codes live here; lower.py emits code that reads/writes them and engine.py
+fills them in before a native call and decodes faults after it.
+"""
+from __future__ import annotations
+
+F_KIND = 0        # fault kind (index into errors.FAULT_KINDS; EXIT0 for an implicit exit); 0 = none
+F_PC = 1          # pc of the fault
+F_ADDR = 2        # faulting address (memory faults)
+F_SIZE = 3        # access size (memory faults)
+COUNT = 4         # instruction meter: instructions charged so far
+LIMIT = 5         # instruction limit
+TABLE = 6         # address of the region table (uint64 [start, end, perms] rows)
+NREGIONS = 7      # rows in the region table
+MEM_START = 8     # packet data for legacy LD_ABS/LD_IND
+MEM_LEN = 9
+HELPERS = 10      # address of the Python-helper callback table (uint64 function pointers)
+STACK_TOP = 11    # r10 of the entry frame (batch loops)
+TAIL = 12         # tail-call counter (runtime)
+RUNTIME = 13      # address of runtime data (maps, trace), opaque to lowering
+NSLOTS = 16
+
+EXIT0 = 255       # F_KIND value for "program ended with r0 = 0" (legacy packet load out of bounds)

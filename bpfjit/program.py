@@ -1,0 +1,197 @@
+"""`Program` (decoded, validated bytecode plus metadata) and `Config` (every engine toggle in one object).
+
+Load-time validation lives here: every slot is matched against the ISA table, reserved fields must be
+zero, registers in range, no writes to r10, jump and call targets inside the program and never into the
+second half of an lddw, the CPU version and conformance groups enabled. Errors are `LoadError` naming the
+instruction index and the field. Running a program is not done here (see vm.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from . import isa
+from .errors import LoadError
+from .isa import Form, Insn
+
+
+@dataclass(frozen=True)
+class Config:
+    """Engine options, shared by the interpreter and the JIT."""
+    cpu: int = 4                                  # CPU version v1..v4 accepted at load
+    groups: frozenset = isa.ALL_GROUPS            # conformance groups accepted at load
+    insn_limit: int | None = 10_000_000           # instructions per run before RuntimeFault("insn_limit")
+    max_call_depth: int = 8                       # frames (the entry frame counts)
+    stack_size: int = 512                         # bytes per frame
+    checked: bool = True                          # JIT: bounds-check memory + meter (interpreter always checks)
+    opt_level: int = 2                            # JIT: LLVM optimisation level 0..3
+    tail_call_limit: int = 32                     # chained tail calls per run
+
+    def with_(self, **kw) -> "Config":
+        return replace(self, **kw)
+
+
+DEFAULT_CONFIG = Config()
+
+TERMINATORS = ("exit", "ja", "ja32")
+
+
+@dataclass
+class Program:
+    """A validated BPF program: instruction slots plus metadata used by the runtime."""
+    insns: list[Insn]
+    name: str = "prog"
+    license: str = ""
+    kern_version: int = 0
+    prog_type: str = "raw"          # "raw" (r1=mem, r2=len) or "kprobe" (r1=pt_regs)
+    maps: list = field(default_factory=list)      # maps referenced by lddw src 5/6 (by index)
+    source: str | None = None       # assembly text, when assembled
+
+    def __post_init__(self):
+        self.insns = list(self.insns)
+        self._forms: list[Form | None] | None = None
+
+    # ---- constructors ----
+    @classmethod
+    def from_bytes(cls, data: bytes, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
+        prog = cls(isa.decode(data), **meta)
+        prog.validate(config)
+        return prog
+
+    @classmethod
+    def from_insns(cls, insns, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
+        prog = cls([Insn(*i) for i in insns], **meta)
+        prog.validate(config)
+        return prog
+
+    @classmethod
+    def from_asm(cls, text: str, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
+        from .asm import assemble_insns
+        prog = cls(assemble_insns(text), source=text, **meta)
+        prog.validate(config)
+        return prog
+
+    # ---- views ----
+    def to_bytes(self) -> bytes:
+        return isa.encode(self.insns)
+
+    def __len__(self) -> int:
+        return len(self.insns)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Program) and self.insns == other.insns
+
+    @property
+    def forms(self) -> list[Form | None]:
+        """Form of each slot (None for lddw second halves)."""
+        if self._forms is None:
+            self.validate(DEFAULT_CONFIG)
+        return self._forms
+
+    def disassemble(self) -> str:
+        from .asm import disassemble
+        return disassemble(self)
+
+    # ---- validation ----
+    def validate(self, config: Config = DEFAULT_CONFIG) -> None:
+        insns = self.insns
+        n = len(insns)
+        if n == 0:
+            raise LoadError("empty program")
+        if n > isa.MAX_INSNS:
+            raise LoadError(f"program has {n} instructions, more than the limit of {isa.MAX_INSNS}")
+        forms: list[Form | None] = [None] * n
+        second: set[int] = set()
+        pc = 0
+        while pc < n:
+            ins = insns[pc]
+            f = _check_slot(pc, ins, config)
+            forms[pc] = f
+            if ins.opcode == isa.LDDW_OPCODE:
+                if pc + 1 >= n:
+                    raise LoadError("lddw is truncated: its second slot is missing", pc)
+                nxt = insns[pc + 1]
+                for fld in ("opcode", "dst", "src", "off"):
+                    if getattr(nxt, fld):
+                        raise LoadError(f"second slot of lddw must have {fld} 0, has {getattr(nxt, fld):#x}",
+                                        pc + 1, fld)
+                second.add(pc + 1)
+                pc += 2
+            else:
+                pc += 1
+        for pc, f in enumerate(forms):
+            if f is None:
+                continue
+            target = jump_target(pc, insns[pc], f)
+            if target is not None:
+                fld = "off" if f.op in isa.COND_JUMPS or f.op == "ja" else "imm"
+                if not 0 <= target < n:
+                    raise LoadError(f"{f.mnemonic} target {target} is outside the program (0..{n - 1})", pc, fld)
+                if target in second:
+                    raise LoadError(f"{f.mnemonic} target {target} is the second half of an lddw", pc, fld)
+        last = forms[n - 1]
+        if last is None or last.op not in TERMINATORS:
+            raise LoadError("the last instruction must be exit or ja", n - 1)
+        self._forms = forms
+
+
+_REG_FIELDS = ("dst", "src")
+
+
+def _check_slot(pc: int, ins: Insn, config: Config) -> Form:
+    f = isa.form_of(ins)
+    if f is None:
+        cands = isa.BY_OPCODE.get(ins.opcode)
+        if not cands:
+            raise LoadError(f"unknown opcode {ins.opcode:#04x}", pc, "opcode")
+        sel = cands[0].sel_field
+        val = getattr(ins, sel)
+        if cands[0].op in ("le", "be", "bswap"):
+            raise LoadError(f"byte swap width must be 16, 32 or 64, not {val}", pc, "imm")
+        raise LoadError(f"opcode {ins.opcode:#04x} ({cands[0].mnemonic}) has invalid {sel} {val:#x}", pc, sel)
+    for fld in ("dst", "src", "off", "imm"):
+        rule = getattr(f, fld)
+        val = getattr(ins, fld)
+        if rule == "zero" and val != 0:
+            raise LoadError(f"{f.mnemonic}: reserved field {fld} must be 0, is {val:#x}", pc, fld)
+        if rule in ("reg", "wreg") and val > isa.MAX_REG:
+            raise LoadError(f"{f.mnemonic}: invalid register r{val} in {fld}", pc, fld)
+        if rule == "wreg" and val == 10:
+            raise LoadError(f"{f.mnemonic}: r10 is read-only", pc, fld)
+    # registers outside 0..10 in fields the form does not use are already rejected as non-zero above
+    if f.op.startswith("lock_") and (f.op.startswith("lock_fetch") or f.op == "lock_xchg") and ins.src == 10:
+        raise LoadError(f"{f.mnemonic}: r10 is read-only (fetch writes the source register)", pc, "src")
+    if f.cpu > config.cpu:
+        raise LoadError(f"{f.mnemonic} needs CPU v{f.cpu}, configured v{config.cpu}", pc, "opcode")
+    if f.group not in config.groups:
+        raise LoadError(f"{f.mnemonic} is in group {f.group}, which is not enabled", pc, "opcode")
+    return f
+
+
+def jump_target(pc: int, ins: Insn, f: Form) -> int | None:
+    """Target slot of a jump/local call, None for other instructions."""
+    if f.op in isa.COND_JUMPS or f.op == "ja":
+        return pc + 1 + ins.off
+    if f.op in ("ja32", "call_local"):
+        return pc + 1 + ins.imm
+    return None
+
+
+def leaders(prog: Program) -> list[int]:
+    """Start slots of basic blocks: 0, every jump/call target, every slot after a jump, call or exit.
+
+    The instruction meter of both engines charges a whole block on entry, so blocks are defined once here.
+    """
+    forms = prog.forms
+    n = len(prog.insns)
+    lead = {0}
+    for pc, f in enumerate(forms):
+        if f is None:
+            continue
+        t = jump_target(pc, prog.insns[pc], f)
+        if t is not None:
+            lead.add(t)
+        if f.op in isa.COND_JUMPS or f.op in ("ja", "ja32", "exit", "call_local", "callx", "call"):
+            nxt = pc + (2 if f.op.startswith("lddw") else 1)
+            if nxt < n:
+                lead.add(nxt)
+    return sorted(lead)

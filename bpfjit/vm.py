@@ -1,0 +1,93 @@
+"""`VM`: one loaded program bound to an engine (interpreter or JIT), a Config and a helper registry.
+
+The VM owns what both engines must share so that they behave identically: the address space (the run's
+mem/ctx region, a per-thread stack at a fixed address, runtime regions such as map storage), the entry
+registers (r1 = mem address, r2 = mem length, r10 = stack top) and the helper context.
+Engines live in interp.py and jit/; this module only wires them.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .errors import BPFError
+from .helpers import HelperContext, default_registry
+from .memory import PERM_R, PERM_RW, AddressSpace, Region, as_buffer
+from .program import DEFAULT_CONFIG, Config, Program
+
+ENGINES = ("interp", "jit")
+_TLS = threading.local()
+
+
+def thread_stack(size: int) -> Region:
+    """The calling thread's BPF stack of `size` bytes, at one address for every VM and engine in the thread.
+
+    It is not cleared between runs (as in the kernel, reading uninitialised stack is a program bug).
+    """
+    stacks = getattr(_TLS, "stacks", None)
+    if stacks is None:
+        stacks = _TLS.stacks = {}
+    st = stacks.get(size)
+    if st is None:
+        st = stacks[size] = Region("stack", np.zeros(size, dtype=np.uint8), PERM_RW)
+    return st
+
+
+class VM:
+    """A program ready to run. `engine` is "interp" (reference interpreter) or "jit" (LLVM)."""
+
+    def __init__(self, program: Program, engine: str = "interp", config: Config | None = None,
+                 helpers=None, runtime=None):
+        if engine not in ENGINES:
+            raise BPFError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        self.program = program
+        self.engine_name = engine
+        self.config = config or DEFAULT_CONFIG
+        program.validate(self.config)
+        self.helpers = helpers or default_registry()
+        self.runtime = runtime
+        resolve = runtime.resolve_lddw if runtime is not None else None
+        if engine == "interp":
+            from .interp import Interpreter
+            self.engine = Interpreter(program, self.config, self.helpers, resolve)
+        else:
+            from .jit import JITEngine
+            self.engine = JITEngine(program, self.config, self.helpers, resolve)
+
+    def _stack(self) -> Region:
+        return thread_stack(self.config.stack_size * self.config.max_call_depth)
+
+    def address_space(self, mem_region: Region | None) -> AddressSpace:
+        aspace = AddressSpace()
+        if mem_region is not None:
+            aspace.add(mem_region)
+        aspace.add(self._stack())
+        if self.runtime is not None:
+            for r in self.runtime.regions():
+                aspace.add(r)
+        return aspace
+
+    def run(self, mem=None, *, readonly: bool = False) -> int:
+        """Run once. mem (bytes-like or numpy array) is passed in r1/r2; numpy arrays are used in place."""
+        region = None
+        if mem is not None:
+            buf = as_buffer(mem)
+            region = Region("mem", buf, PERM_R if readonly else PERM_RW)
+        self.last_mem = region.buf if region is not None else None
+        aspace = self.address_space(region)
+        stack = self._stack()
+        ctx = HelperContext(aspace, self.program, self.runtime)
+        r1 = region.start if region is not None and region.size else 0
+        r2 = region.size if region is not None else 0
+        return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
+
+
+def run(program: Program | str | bytes, mem=None, engine: str = "interp", config: Config | None = None,
+        **kw) -> int:
+    """One-shot convenience: assemble/decode if needed, run once, return r0."""
+    if isinstance(program, str):
+        program = Program.from_asm(program, config or DEFAULT_CONFIG)
+    elif isinstance(program, (bytes, bytearray)):
+        program = Program.from_bytes(bytes(program), config or DEFAULT_CONFIG)
+    return VM(program, engine, config, **kw).run(mem)

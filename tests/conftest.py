@@ -1,0 +1,34 @@
+"""Shared fixtures: the engine parameter every behaviour test runs under, and the shared data paths."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bpfjit import VM, Config, Program
+
+ENGINES = ("interp", "jit")
+
+
+def shared_dir() -> Path | None:
+    """../shared next to the project (CI lays a copy there)."""
+    for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
+        p = base / "shared"
+        if p.is_dir():
+            return p
+    return None
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def run_asm(engine):
+    """run_asm(text, mem=None, config=None, **vm_kw) -> r0 in the current engine."""
+    def _run(text, mem=None, config=None, **kw):
+        cfg = config or Config()
+        prog = Program.from_asm(text, cfg)
+        return VM(prog, engine, cfg, **kw).run(mem)
+    return _run
