@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from .errors import BPFError
+from .errors import BPFError, RuntimeFault
 from .helpers import HelperContext, default_registry
 from .memory import PERM_R, PERM_RW, AddressSpace, Region, as_buffer
 from .program import DEFAULT_CONFIG, Config, Program
@@ -81,6 +81,56 @@ class VM:
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
         return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
+
+    def run_batch(self, records, *, readonly: bool = False) -> np.ndarray:
+        """Run once per record; returns a uint64 array of r0 values (r1 = record address, r2 = its size).
+
+        records: a C-contiguous numpy array whose first axis enumerates records (2-D uint8, or 1-D of a
+        structured dtype). The JIT runs the whole batch in one native call. A fault raises RuntimeFault
+        with `.record` set to the index of the faulting record.
+        """
+        recs = np.asarray(records)
+        if recs.ndim == 0 or not recs.flags.c_contiguous:
+            raise BPFError("records must be a C-contiguous numpy array with one record per row")
+        n = len(recs)
+        if n == 0:
+            return np.zeros(0, dtype=np.uint64)
+        stride = recs.strides[0]
+        if stride <= 0:
+            raise BPFError("records must have a positive record size")
+        perms = PERM_R if readonly or not recs.flags.writeable else PERM_RW
+        flat = recs.reshape(n, -1).view(np.uint8).reshape(n, stride)
+        stack = self._stack()
+        if hasattr(self.engine, "run_batch"):
+            aspace = self.address_space(Region("record", flat[0], perms))
+            ctx = HelperContext(aspace, self.program, self.runtime)
+            return self.engine.run_batch(aspace, flat, stack.end, ctx)
+        out = np.zeros(n, dtype=np.uint64)
+        for i in range(n):
+            region = Region("record", flat[i], perms)
+            aspace = self.address_space(region)
+            ctx = HelperContext(aspace, self.program, self.runtime)
+            try:
+                out[i] = self.engine.run(aspace, region.start, stride, stack.end, ctx, region.start, stride)
+            except RuntimeFault as e:
+                e.record = i
+                raise
+        return out
+
+    def bench(self, mem=None, n: int = 1000) -> int:
+        """Run n times on the same mem (natively in one call for the JIT); returns the last r0."""
+        region = Region("mem", as_buffer(mem), PERM_RW) if mem is not None else None
+        aspace = self.address_space(region)
+        stack = self._stack()
+        ctx = HelperContext(aspace, self.program, self.runtime)
+        r1 = region.start if region is not None and region.size else 0
+        r2 = region.size if region is not None else 0
+        if hasattr(self.engine, "bench"):
+            return self.engine.bench(aspace, r1, r2, stack.end, ctx, n, r1, r2)
+        r0 = 0
+        for _ in range(n):
+            r0 = self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
+        return r0
 
 
 def run(program: Program | str | bytes, mem=None, engine: str = "interp", config: Config | None = None,
