@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from . import isa
 from .errors import LoadError, RuntimeFault, helper_fault
+from .helpers.registry import TailCall
 from .program import Config, Program, leaders
 
 M64 = (1 << 64) - 1
@@ -166,7 +167,17 @@ class Interpreter:
         self.prog = prog
         self.config = config
         self.registry = registry
+        self.resolve_lddw = resolve_lddw
         self.code = self._build(prog, resolve_lddw)
+        self._tail_targets: dict[int, tuple[Program, "Interpreter"]] = {}
+
+    def _tail_target(self, prog: Program) -> "Interpreter":
+        """The interpreter of a tail-call target (same config, helpers and lddw resolution), cached."""
+        hit = self._tail_targets.get(id(prog))
+        if hit is None or hit[0] is not prog:
+            hit = self._tail_targets[id(prog)] = (prog, Interpreter(prog, self.config, self.registry,
+                                                                     self.resolve_lddw))
+        return hit[1]
 
     # ---- pre-decoding ----
     def _build(self, prog: Program, resolve_lddw):
@@ -271,10 +282,20 @@ class Interpreter:
         code = self.code
         pc = 0
         try:
-            while pc >= 0:
-                pc = code[pc](R, S)
+            while True:
+                try:
+                    while pc >= 0:
+                        pc = code[pc](R, S)
+                    break
+                except TailCall as tc:   # continue in the target: fresh registers and frame, same meter
+                    code = self._tail_target(tc.program).code
+                    R = [0] * 11
+                    R[1] = tc.ctx & M64
+                    R[10] = stack_top
+                    S.frames.clear()
+                    pc = 0
         except _ImplicitExit:
-            return 0
+            R[0] = 0
         self.last_count = S.count
         return R[0]
 
@@ -327,6 +348,8 @@ def _helper_step(fn, n: int, pc: int):
 def _call_helper(fn, ctx, R, pc):
     try:
         return int(fn(ctx, R[1], R[2], R[3], R[4], R[5]))
+    except TailCall:
+        raise
     except Exception as e:  # a helper's own failure is the program's fault, never the host's
         raise helper_fault(e, pc) from e
 

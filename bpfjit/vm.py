@@ -8,6 +8,7 @@ Engines live in interp.py and jit/; this module only wires them.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -18,6 +19,19 @@ from .program import DEFAULT_CONFIG, Config, Program
 
 ENGINES = ("interp", "jit")
 _TLS = threading.local()
+
+
+@contextmanager
+def _exclusive():
+    """Yields True if no program is running in this thread (and marks one running), else False."""
+    if getattr(_TLS, "active", False):
+        yield False
+        return
+    _TLS.active = True
+    try:
+        yield True
+    finally:
+        _TLS.active = False
 
 
 def thread_stack(size: int) -> Region:
@@ -68,8 +82,19 @@ class VM:
                 aspace.add(r)
         return aspace
 
+    def _ctx(self, aspace) -> HelperContext:
+        return HelperContext(aspace, self.program, self.runtime, config=self.config)
+
     def run(self, mem=None, *, readonly: bool = False) -> int:
-        """Run once. mem (bytes-like or numpy array) is passed in r1/r2; numpy arrays are used in place."""
+        """Run once. mem (bytes-like or numpy array) is passed in r1/r2; numpy arrays are used in place.
+
+        One program runs per thread at a time (the kernel's bpf_prog_active): a nested run, e.g. from a
+        Python helper, returns 0 without running.
+        """
+        with _exclusive() as ok:
+            return self._run(mem, readonly) if ok else 0
+
+    def _run(self, mem, readonly: bool) -> int:
         region = None
         if mem is not None:
             buf = as_buffer(mem)
@@ -77,7 +102,7 @@ class VM:
         self.last_mem = region.buf if region is not None else None
         aspace = self.address_space(region)
         stack = self._stack()
-        ctx = HelperContext(aspace, self.program, self.runtime)
+        ctx = self._ctx(aspace)
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
         return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
@@ -89,6 +114,12 @@ class VM:
         structured dtype). The JIT runs the whole batch in one native call. A fault raises RuntimeFault
         with `.record` set to the index of the faulting record.
         """
+        with _exclusive() as ok:
+            if not ok:
+                return np.zeros(len(records), dtype=np.uint64)
+            return self._run_batch(records, readonly)
+
+    def _run_batch(self, records, readonly: bool) -> np.ndarray:
         recs = np.asarray(records)
         if recs.ndim == 0 or not recs.flags.c_contiguous:
             raise BPFError("records must be a C-contiguous numpy array with one record per row")
@@ -103,13 +134,13 @@ class VM:
         stack = self._stack()
         if hasattr(self.engine, "run_batch"):
             aspace = self.address_space(Region("record", flat[0], perms))
-            ctx = HelperContext(aspace, self.program, self.runtime)
+            ctx = self._ctx(aspace)
             return self.engine.run_batch(aspace, flat, stack.end, ctx)
         out = np.zeros(n, dtype=np.uint64)
         for i in range(n):
             region = Region("record", flat[i], perms)
             aspace = self.address_space(region)
-            ctx = HelperContext(aspace, self.program, self.runtime)
+            ctx = self._ctx(aspace)
             try:
                 out[i] = self.engine.run(aspace, region.start, stride, stack.end, ctx, region.start, stride)
             except RuntimeFault as e:
@@ -119,10 +150,14 @@ class VM:
 
     def bench(self, mem=None, n: int = 1000) -> int:
         """Run n times on the same mem (natively in one call for the JIT); returns the last r0."""
+        with _exclusive() as ok:
+            return self._bench(mem, n) if ok else 0
+
+    def _bench(self, mem, n: int) -> int:
         region = Region("mem", as_buffer(mem), PERM_RW) if mem is not None else None
         aspace = self.address_space(region)
         stack = self._stack()
-        ctx = HelperContext(aspace, self.program, self.runtime)
+        ctx = self._ctx(aspace)
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
         if hasattr(self.engine, "bench"):

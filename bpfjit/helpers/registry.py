@@ -45,7 +45,20 @@ class HelperContext:
     program: object = None      # program.Program
     runtime: object = None      # per-VM runtime state (maps, trace buffer ...), may be None
     pc: int = -1                # pc of the call (set by the interpreter; -1 in the JIT)
+    config: object = None       # program.Config of the run
+    tail_calls: int = 0         # tail calls taken so far in this run (interpreter)
     extra: dict = field(default_factory=dict)
+
+
+class TailCall(Exception):
+    """Raised by a tail-call helper's Python implementation (interpreter): continue in `program` with
+    r1 = ctx, r2 = 0 and a fresh frame; never returns to the caller. The JIT does the same natively
+    (state.TAILCALL) through the trampoline in bpf_run."""
+
+    def __init__(self, program, ctx: int):
+        super().__init__(program, ctx)
+        self.program = program
+        self.ctx = ctx
 
 
 class HelperRegistry:

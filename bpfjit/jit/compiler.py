@@ -13,6 +13,8 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
+from .lower import ENTRY_POINTS
+
 _LOCK = threading.RLock()
 _TMS: dict[int, llvm.TargetMachine] = {}
 _CACHE: "OrderedDict[str, Compiled]" = OrderedDict()
@@ -86,7 +88,7 @@ class Compiled:
         if _DISK is not None:
             self.ee.set_object_cache(_notify, _getbuffer)
         self.ee.finalize_object()
-        self.addr = {name: self.ee.get_function_address(name) for name in ("bpf_run", "bpf_batch", "bpf_bench")}
+        self.addr = {name: self.ee.get_function_address(name) for name in ENTRY_POINTS}
 
     def native_asm(self) -> str:
         return target_machine(self.opt).emit_assembly(self._mod)

@@ -68,6 +68,7 @@ class JITEngine:
         self._run = RUN_T(a["bpf_run"])
         self._batch = BATCH_T(a["bpf_batch"])
         self._bench = BENCH_T(a["bpf_bench"])
+        self.tail_entry_address = a["bpf_tail_entry"]   # what a prog_array slot holds for this program
         self.last_count = 0
 
     # ---- preparation ----
@@ -131,6 +132,7 @@ class JITEngine:
         st[S.MEM_LEN] = mem_len
         st[S.HELPERS] = self.helper_table.ctypes.data
         st[S.STACK_TOP] = stack_top
+        st[S.TAIL_LIMIT] = self.config.tail_call_limit
         return st, table
 
     def _raise_fault(self, st) -> None:

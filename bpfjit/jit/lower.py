@@ -24,6 +24,8 @@ RET = ir.LiteralStructType([I64] * 6)          # r0..r5 after a subprogram retur
 PERM_R, PERM_W, PERM_RW = 1, 2, 3
 HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
 NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
+TAIL_ENTRY_FN = ir.FunctionType(I64, [I64P, I64, I64])   # bpf_tail_entry(state, r1, r10) -> r0
+ENTRY_POINTS = ("bpf_run", "bpf_batch", "bpf_bench", "bpf_tail_entry")
 
 
 def c64(v: int) -> ir.Constant:
@@ -214,16 +216,43 @@ class Lowering:
         bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
         st, r1, r2, r10, n = bench.args
         self._emit_loop(bench, st, n, lambda b, i: (r1, r2), r10, None)
+        self._emit_tail_entry()
 
     def _call_entry(self, b, st, r1, r2, r10):
-        """Call subprogram 0; an implicit exit (EXIT0) becomes r0 = 0 with no fault."""
+        """Call subprogram 0, then chain pending tail calls natively (the trampoline), then turn an
+        implicit exit (EXIT0) into r0 = 0 with no fault."""
+        fn = b.function
         res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)])
-        r0 = b.extract_value(res, 0)
+        first = b.extract_value(res, 0)
         kslot = b.gep(st, [c64(S.F_KIND)])
+        pre = b.block
+        loop = fn.append_basic_block("tail_check")
+        hop = fn.append_basic_block("tail_hop")
+        done = fn.append_basic_block("tail_done")
+        b.branch(loop)
+        b.position_at_end(loop)
+        r0 = b.phi(I64)
+        r0.add_incoming(first, pre)
+        b.cbranch(b.icmp_unsigned("==", b.load(kslot), c64(S.TAILCALL)), hop, done)
+        b.position_at_end(hop)
+        b.store(c64(0), kslot)
+        target = b.inttoptr(b.load(b.gep(st, [c64(S.TAIL_TARGET)])), TAIL_ENTRY_FN.as_pointer())
+        r0.add_incoming(b.call(target, [st, b.load(b.gep(st, [c64(S.TAIL_CTX)])), r10]), hop)
+        b.branch(loop)
+        b.position_at_end(done)
         is_exit0 = b.icmp_unsigned("==", b.load(kslot), c64(S.EXIT0))
         with b.if_then(is_exit0, likely=False):
             b.store(c64(0), kslot)
         return b.select(is_exit0, c64(0), r0)
+
+    def _emit_tail_entry(self):
+        """bpf_tail_entry(st, r1, r10) -> r0: entry of this program as the target of a tail call
+        (r1 = ctx, r2 = 0, fresh frame at r10). Faults and further tail calls stay in the state."""
+        fn = ir.Function(self.module, TAIL_ENTRY_FN, "bpf_tail_entry")
+        st, r1, r10 = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)])
+        b.ret(b.extract_value(res, 0))
 
     def _emit_loop(self, fn, st, count, args_of, r10, out):
         entry, head, body, done, fault = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done",

@@ -17,8 +17,12 @@ MEM_START = 8     # packet data for legacy LD_ABS/LD_IND
 MEM_LEN = 9
 HELPERS = 10      # address of the Python-helper callback table (uint64 function pointers)
 STACK_TOP = 11    # r10 of the entry frame (batch loops)
-TAIL = 12         # tail-call counter (runtime)
+TAIL = 12         # tail calls taken so far in this run
 RUNTIME = 13      # address of runtime data (maps, trace), opaque to lowering
-NSLOTS = 16
+TAIL_TARGET = 14  # pending tail call: address of the target module's bpf_tail_entry
+TAIL_CTX = 15     # pending tail call: r1 for the target
+TAIL_LIMIT = 16   # Config.tail_call_limit
+NSLOTS = 24
 
 EXIT0 = 255       # F_KIND value for "program ended with r0 = 0" (legacy packet load out of bounds)
+TAILCALL = 254    # F_KIND value for "a tail call is pending": unwind to the trampoline in bpf_run
