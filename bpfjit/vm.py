@@ -59,9 +59,12 @@ class VM:
         self.engine_name = engine
         self.config = config or DEFAULT_CONFIG
         program.validate(self.config)
-        self.helpers = helpers or default_registry()
         self.runtime = runtime
-        resolve = runtime.resolve_lddw if runtime is not None else None
+        self.helpers = helpers or (runtime.helpers if runtime is not None else default_registry())
+        resolve = None
+        if runtime is not None:
+            runtime.check_program(program)
+            resolve = lambda pc, src, imm, next_imm: runtime.resolve_lddw(program, pc, src, imm, next_imm)  # noqa: E731
         if engine == "interp":
             from .interp import Interpreter
             self.engine = Interpreter(program, self.config, self.helpers, resolve)

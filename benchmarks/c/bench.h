@@ -1,9 +1,10 @@
 /* Native repeat loop shared by the C baselines (included first by every baseline in this directory).
  *
- * Each baseline defines (after including this header) `static uint64_t run(const uint8_t *mem, uint64_t len)`, the same algorithm as
- * benchmarks/programs/<name>.asm. `bench` runs it n times like the JIT's bpf_bench loop. The empty asm
- * statements are compiler barriers: the first makes mem (and all memory) opaque before every iteration so
- * the work cannot be hoisted out of the loop; the second consumes each result so no iteration is dead.
+ * Each baseline defines `static uint64_t run(const uint8_t *mem, uint64_t len)` after including this
+ * header: the same algorithm as benchmarks/programs/<name>.asm. `bench` runs it n times, like the JIT's
+ * bpf_bench loop. Its empty asm statements are compiler barriers: the first makes mem (and all memory)
+ * opaque before every iteration so the work cannot be hoisted out of the loop; the second consumes each
+ * result so no iteration is dead code.
  */
 #ifndef BPFJIT_BENCH_H
 #define BPFJIT_BENCH_H
