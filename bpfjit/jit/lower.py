@@ -84,6 +84,47 @@ _ICMP = {"jeq": ("u", "=="), "jne": ("u", "!="), "jgt": ("u", ">"), "jge": ("u",
 _RMW = {"add": "add", "or": "or", "and": "and", "xor": "xor", "xchg": "xchg"}
 
 
+def region_check_fn(module: ir.Module) -> ir.Function:
+    """bpf_check_slow(st, addr, size, perm) -> i1: is [addr, addr+size) inside one region of the run's table
+    with `perm`? Created once per module; also used by native helpers to check pointer arguments."""
+    existing = module.globals.get("bpf_check_slow")
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(I1, [I64P, I64, I64, I64]), "bpf_check_slow")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    st, addr, size, perm = fn.args
+    entry, loop, body, nxt, yes, no = (fn.append_basic_block(n) for n in
+                                       ("entry", "loop", "body", "next", "yes", "no"))
+    b = ir.IRBuilder(entry)
+    table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+    n = b.load(b.gep(st, [c64(S.NREGIONS)]))
+    end = b.add(addr, size)
+    nowrap = b.icmp_unsigned(">=", end, addr)
+    b.cbranch(nowrap, loop, no)
+    b.position_at_end(loop)
+    i = b.phi(I64)
+    i.add_incoming(c64(0), entry)
+    b.cbranch(b.icmp_unsigned("<", i, n), body, no)
+    b.position_at_end(body)
+    row = b.mul(i, c64(3))
+    lo = b.load(b.gep(table, [row]))
+    hi = b.load(b.gep(table, [b.add(row, c64(1))]))
+    pm = b.load(b.gep(table, [b.add(row, c64(2))]))
+    ok = b.and_(b.and_(b.icmp_unsigned(">=", addr, lo), b.icmp_unsigned("<=", end, hi)),
+                b.icmp_unsigned("==", b.and_(pm, perm), perm))
+    b.cbranch(ok, yes, nxt)
+    b.position_at_end(nxt)
+    i.add_incoming(b.add(i, c64(1)), nxt)
+    b.branch(loop)
+    b.position_at_end(yes)
+    b.ret(ir.Constant(I1, 1))
+    b.position_at_end(no)
+    b.ret(ir.Constant(I1, 0))
+    return fn
+
+
+
 class HelperPlan:
     """How lowered code reaches each helper id: ("native", name) or ("py", slot in the callback table)."""
 
@@ -108,7 +149,6 @@ class Lowering:
         self.leader_set = set(self.leaders)
         self.costs = self._block_costs()
         self.subs: dict[int, ir.Function] = {}
-        self._check_slow = None
         self._native_fns: dict[str, ir.Function] = {}
 
     # ---- analysis ----
@@ -157,47 +197,12 @@ class Lowering:
         return self.module
 
     def check_slow_fn(self) -> ir.Function:
-        """bpf_check_slow(st, addr, size, perm) -> i1: scan every region row (fallback of the inline check)."""
-        if self._check_slow is not None:
-            return self._check_slow
-        fn = ir.Function(self.module, ir.FunctionType(I1, [I64P, I64, I64, I64]), "bpf_check_slow")
-        fn.linkage = "internal"
-        fn.attributes.add("noinline")
-        st, addr, size, perm = fn.args
-        entry, loop, body, nxt, yes, no = (fn.append_basic_block(n) for n in
-                                           ("entry", "loop", "body", "next", "yes", "no"))
-        b = ir.IRBuilder(entry)
-        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
-        n = b.load(b.gep(st, [c64(S.NREGIONS)]))
-        end = b.add(addr, size)
-        nowrap = b.icmp_unsigned(">=", end, addr)
-        b.cbranch(nowrap, loop, no)
-        b.position_at_end(loop)
-        i = b.phi(I64)
-        i.add_incoming(c64(0), entry)
-        b.cbranch(b.icmp_unsigned("<", i, n), body, no)
-        b.position_at_end(body)
-        row = b.mul(i, c64(3))
-        lo = b.load(b.gep(table, [row]))
-        hi = b.load(b.gep(table, [b.add(row, c64(1))]))
-        pm = b.load(b.gep(table, [b.add(row, c64(2))]))
-        ok = b.and_(b.and_(b.icmp_unsigned(">=", addr, lo), b.icmp_unsigned("<=", end, hi)),
-                    b.icmp_unsigned("==", b.and_(pm, perm), perm))
-        b.cbranch(ok, yes, nxt)
-        b.position_at_end(nxt)
-        i.add_incoming(b.add(i, c64(1)), nxt)
-        b.branch(loop)
-        b.position_at_end(yes)
-        b.ret(ir.Constant(I1, 1))
-        b.position_at_end(no)
-        b.ret(ir.Constant(I1, 0))
-        self._check_slow = fn
-        return fn
+        return region_check_fn(self.module)
 
     def native_fn(self, name: str) -> ir.Function:
         fn = self._native_fns.get(name)
         if fn is None:
-            fn = self._native_fns[name] = self.native.emit(self.module, name)
+            fn = self._native_fns[name] = self.native.emit(self.module, name, self.checked)
         return fn
 
     def _emit_entry_points(self):

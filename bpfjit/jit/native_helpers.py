@@ -24,7 +24,7 @@ def bind_libc(name: str) -> None:
         _BOUND.add(name)
 
 
-def _ktime_get_ns(module: ir.Module, fn: ir.Function) -> None:
+def _ktime_get_ns(module: ir.Module, fn: ir.Function, checked: bool) -> None:
     bind_libc("clock_gettime")
     ts_t = ir.LiteralStructType([I64, I64])
     cg = module.globals.get("clock_gettime") or ir.Function(
@@ -38,7 +38,10 @@ def _ktime_get_ns(module: ir.Module, fn: ir.Function) -> None:
 
 
 class NativeHelpers:
-    """Registry of IR emitters: name -> emit(module, fn). Others (runtime maps ...) may add emitters."""
+    """Registry of IR emitters: name -> emitter(module, fn, checked) filling in `fn` (NATIVE_FN:
+    i64 (i64* state, i64 r1..r5)). In checked mode an emitter must validate pointer arguments with
+    lower.region_check_fn(module). `may_fault`: the helper may set a fault (or a pending tail call) in the
+    state, so the caller checks the state after the call. Others (runtime maps ...) add emitters."""
 
     def __init__(self):
         self._emitters = {"ktime_get_ns": (_ktime_get_ns, False)}
@@ -52,10 +55,10 @@ class NativeHelpers:
     def may_fault(self, name: str) -> bool:
         return self._emitters[name][1]
 
-    def emit(self, module: ir.Module, name: str) -> ir.Function:
+    def emit(self, module: ir.Module, name: str, checked: bool = True) -> ir.Function:
         fn = ir.Function(module, NATIVE_FN, f"bpf_helper_{name}")
         fn.linkage = "internal"
-        self._emitters[name][0](module, fn)
+        self._emitters[name][0](module, fn, checked)
         return fn
 
 
