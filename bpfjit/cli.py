@@ -9,6 +9,7 @@ verdicts (conformance.py).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ class Source(NamedTuple):
 
 FORMATS = ("binary", "hex", "asm", "data")
 _DATA_SECTION = re.compile(r"^--\s*(asm|raw)\s*$", re.M)
+_ASM_SECTION = re.compile(r"^--\s*asm\s*$", re.M)
 _HEX_TOKEN = re.compile(r"(0x)?[0-9a-f]+", re.I)
 
 
@@ -81,13 +83,18 @@ def _as_text(data: bytes) -> str | None:
 
 
 def _data_file(text: str, name: str) -> Source:
-    df = datafile.parse(text, name)
+    try:
+        df = datafile.parse(text, name)
+    except ValueError as e:
+        raise ValueError(f"{name}: malformed .data file: {e}") from None
     try:
         insns = datafile.insns_of(df)
     except AssemblerError as e:   # number lines from the top of the file, not of the asm section
-        header = _DATA_SECTION.search(text)
-        first = text.count("\n", 0, header.start()) + 1 if header and e.line_no is not None else 0
-        raise AssemblerError(e.reason, None if e.line_no is None else e.line_no + first, e.line) from None
+        header = _ASM_SECTION.search(text)
+        if header is None or e.line_no is None:
+            raise
+        line_no = e.line_no + text.count("\n", 0, header.start()) + 1
+        raise AssemblerError(e.reason, line_no, e.line) from None
     return Source("data", insns, df.mem if df.has_mem else None)
 
 
@@ -262,12 +269,43 @@ def build_parser() -> ArgParser:
 
 
 # --------------------------------------------------------------------------------------------- main
-def _error(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
-
-
 def _os_message(e: OSError) -> str:
     return f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again on the closed pipe."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+# expected error -> (message, exit status); the first matching class wins. Anything else is a bug.
+_REPORTS = (
+    (RuntimeFault, lambda e: (f"fault: {e}", EXIT["fault"])),
+    (BPFError, lambda e: (str(e), EXIT["error"])),
+    (BrokenPipeError, lambda e: (None, EXIT["error"])),     # `bpfjit disasm x | head`: stop quietly
+    (OSError, lambda e: (_os_message(e), EXIT["error"])),
+    (ValueError, lambda e: (str(e), EXIT["error"])),
+    (KeyboardInterrupt, lambda e: ("interrupted", EXIT["interrupted"])),
+)
+EXPECTED_ERRORS = tuple(cls for cls, _ in _REPORTS)
+
+
+def report(prog: str, e: BaseException, where: str = "") -> int:
+    """Print the one-line message `prog: [where]message` for an expected error; returns the exit status."""
+    message, status = next(describe(e) for cls, describe in _REPORTS if isinstance(e, cls))
+    if message is None:
+        _silence_stdout()
+    else:
+        print(f"{prog}: {where}{message}", file=sys.stderr)
+    return status
+
+
+def exit_status(e: SystemExit) -> int:
+    """The status of argparse's own exits (--help, --version)."""
+    return e.code if isinstance(e.code, int) else EXIT["ok"]
 
 
 def main(argv=None) -> int:
@@ -276,26 +314,12 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
-    except SystemExit as e:          # --help / --version
-        return e.code if isinstance(e.code, int) else EXIT["ok"]
-    except RuntimeFault as e:
-        _error(f"fault: {e}")
-        return EXIT["fault"]
-    except BPFError as e:
+    except SystemExit as e:
+        return exit_status(e)
+    except EXPECTED_ERRORS as e:
         file = getattr(args, "file", None)
-        _error(f"{_display(file)}: {e}" if file else str(e))
-        return EXIT["error"]
-    except BrokenPipeError:
-        return EXIT["error"]
-    except OSError as e:
-        _error(_os_message(e))
-        return EXIT["error"]
-    except ValueError as e:
-        _error(str(e))
-        return EXIT["error"]
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return EXIT["interrupted"]
+        names_file = file is not None and isinstance(e, BPFError) and not isinstance(e, RuntimeFault)
+        return report(PROG, e, f"{_display(file)}: " if names_file else "")
 
 
 if __name__ == "__main__":

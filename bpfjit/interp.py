@@ -160,6 +160,9 @@ class _ImplicitExit(Exception):
     """Legacy packet load out of bounds: the program ends with r0 = 0 (kernel semantics)."""
 
 
+_GLOBALS["_ImplicitExit"] = _ImplicitExit
+
+
 class Interpreter:
     """Pre-decoded program ready to run in the reference interpreter."""
 
