@@ -135,7 +135,10 @@ def config_of(args: argparse.Namespace) -> Config:
 
 
 def _non_negative(text: str) -> int:
-    n = int(text, 0)
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if n < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
     return n

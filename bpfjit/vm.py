@@ -7,6 +7,7 @@ Engines live in interp.py and jit/; this module only wires them.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 from contextlib import contextmanager
 
@@ -19,6 +20,41 @@ from .program import DEFAULT_CONFIG, Config, Program
 
 ENGINES = ("interp", "jit")
 _TLS = threading.local()
+
+
+class _MemRunner:
+    """Places a run's mem for the JIT fast path: numpy arrays in place (address cached for the same
+    object), bytes-like input copied into a per-thread scratch buffer."""
+    __slots__ = ("inner", "run", "regions_src", "last_obj", "last_mem", "scratch", "scratch_addr")
+
+    def __init__(self, inner, regions_src):
+        self.inner = inner
+        self.run = inner.run
+        self.regions_src = regions_src
+        self.inner.regions_src = regions_src
+        self.last_obj = None
+        self.last_mem = None
+        self.scratch = np.zeros(256, dtype=np.uint8)
+        self.scratch_addr = self.scratch.ctypes.data
+
+    def place(self, mem):
+        if isinstance(mem, np.ndarray) and mem.flags.c_contiguous:
+            ai = mem.__array_interface__
+            placed = (ai["data"][0], mem.nbytes, PERM_RW if mem.flags.writeable else PERM_R)
+            self.last_obj, self.last_mem = mem, placed
+            return placed
+        data = mem if isinstance(mem, bytes) else bytes(memoryview(mem))
+        n = len(data)
+        if n > len(self.scratch):
+            self.scratch = np.zeros(max(n, 2 * len(self.scratch)), dtype=np.uint8)
+            self.scratch_addr = self.scratch.ctypes.data
+        ctypes.memmove(self.scratch_addr, data, n)
+        return self.scratch_addr, n, PERM_RW
+
+    def view_of(self, mem):
+        if isinstance(mem, np.ndarray) and mem.flags.c_contiguous:
+            return mem.reshape(-1).view(np.uint8)
+        return self.scratch[:len(mem) if isinstance(mem, (bytes, bytearray)) else memoryview(mem).nbytes].copy()
 
 
 @contextmanager
@@ -65,6 +101,9 @@ class VM:
         if runtime is not None:
             runtime.check_program(program)
             resolve = lambda pc, src, imm, next_imm: runtime.resolve_lddw(program, pc, src, imm, next_imm)  # noqa: E731
+        self._last = None
+        self._fast_ok = None
+        self._fast_local = threading.local()
         if engine == "interp":
             from .interp import Interpreter
             self.engine = Interpreter(program, self.config, self.helpers, resolve)
@@ -89,20 +128,69 @@ class VM:
         return HelperContext(aspace, self.program, self.runtime, config=self.config)
 
     def run(self, mem=None, *, readonly: bool = False) -> int:
-        """Run once. mem (bytes-like or numpy array) is passed in r1/r2; numpy arrays are used in place.
+        """Run once. mem (bytes-like or numpy array) is passed in r1/r2; numpy arrays are used in place,
+        bytes are copied into a per-thread buffer (see `last_mem` for the memory after the run).
 
         One program runs per thread at a time (the kernel's bpf_prog_active): a nested run, e.g. from a
         Python helper, returns 0 without running.
         """
-        with _exclusive() as ok:
-            return self._run(mem, readonly) if ok else 0
+        tls = _TLS.__dict__
+        if tls.get("active"):
+            return 0
+        fast = self._fast_local.__dict__.get("runner")
+        if fast is None or (self.runtime is not None and fast.regions_src is not self.runtime.regions()):
+            fast = self._fast_runner()
+            if fast is None:
+                with _exclusive():
+                    return self._run(mem, readonly)
+        tls["active"] = True
+        try:
+            if mem is None:
+                self._last = None
+                return fast.run(0, 0, PERM_RW)
+            if mem is fast.last_obj:                     # the same array again: address is known
+                addr, size, perms = fast.last_mem
+            else:
+                addr, size, perms = fast.place(mem)
+            self._last = (fast, mem)
+            return fast.run(addr, size, PERM_R if readonly else perms)
+        finally:
+            tls["active"] = False
+
+    @property
+    def last_mem(self):
+        """The memory of the last `run` (a numpy uint8 array), None if it had no mem."""
+        last = self._last
+        if last is None:
+            return None
+        if isinstance(last, np.ndarray):
+            return last
+        fast, mem = last
+        return fast.view_of(mem)
+
+    def _fast_runner(self):
+        """The calling thread's prepared JIT runner, or None (interpreter, Python helpers)."""
+        if self._fast_ok is False:
+            return None
+        local = self._fast_local.__dict__
+        fr = local.get("runner")
+        regions = self.runtime.regions() if self.runtime is not None else None
+        if fr is None or fr.regions_src is not regions:
+            stack = self._stack()
+            rows = [(stack.start, stack.end, PERM_RW)] + [(r.start, r.end, r.perms) for r in regions or ()]
+            inner = self.engine.fast_runner(rows, stack.end) if self.engine_name == "jit" else None
+            if inner is None:
+                self._fast_ok = False
+                return None
+            fr = local["runner"] = _MemRunner(inner, regions)
+        return fr
 
     def _run(self, mem, readonly: bool) -> int:
         region = None
         if mem is not None:
             buf = as_buffer(mem)
             region = Region("mem", buf, PERM_R if readonly else PERM_RW)
-        self.last_mem = region.buf if region is not None else None
+        self._last = region.buf if region is not None else None
         aspace = self.address_space(region)
         stack = self._stack()
         ctx = self._ctx(aspace)

@@ -23,6 +23,7 @@ M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
 _VP = ctypes.c_void_p
 RUN_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
+RUN_MEM_T = ctypes.CFUNCTYPE(_U64, _VP)
 BATCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _VP)
 BENCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64)
 HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
@@ -68,8 +69,21 @@ class JITEngine:
         self._run = RUN_T(a["bpf_run"])
         self._batch = BATCH_T(a["bpf_batch"])
         self._bench = BENCH_T(a["bpf_bench"])
+        self._run_mem = RUN_MEM_T(a["bpf_run_mem"])
+        self._last_state = None
         self.tail_entry_address = a["bpf_tail_entry"]   # what a prog_array slot holds for this program
-        self.last_count = 0
+
+    @property
+    def last_count(self) -> int:
+        """Instructions charged by the meter in the last run of this engine (metered mode only)."""
+        st = self._last_state
+        return int(st[S.COUNT]) if st is not None else 0
+
+    def fast_runner(self, rows, stack_top: int) -> "FastRunner | None":
+        """A per-thread runner for repeated runs with no Python helper involved, else None."""
+        if self.callbacks:
+            return None
+        return FastRunner(self, rows, stack_top)
 
     # ---- preparation ----
     def _plan_helpers(self):
@@ -157,7 +171,7 @@ class JITEngine:
         st, table = self._state(aspace, mem_start, mem_len, stack_top)
         _TLS.ctx = helper_ctx
         r0 = self._run(st.ctypes.data, r1 & M64, r2 & M64, stack_top)
-        self.last_count = int(st[S.COUNT])
+        self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0
@@ -196,3 +210,37 @@ class JITEngine:
 
     def native_asm(self) -> str:
         return self.compiled.native_asm()
+
+
+class FastRunner:
+    """Prepared state of one thread for repeated `VM.run` calls: the state block and region table are
+    built once; each call passes only (mem address, mem length, permissions) to bpf_run_mem."""
+    __slots__ = ("engine", "st", "st_addr", "table", "r10", "call", "regions_src")
+
+    def __init__(self, engine: JITEngine, rows, stack_top: int):
+        self.engine = engine
+        self.table = np.array([(0, 0, 0)] + list(rows), dtype=np.uint64).reshape(-1)
+        st = self.st = (ctypes.c_uint64 * S.NSLOTS)()
+        self.st_addr = ctypes.addressof(st)
+        lim = engine.config.insn_limit
+        st[S.LIMIT] = lim if lim is not None else M64
+        st[S.TABLE] = self.table.ctypes.data
+        st[S.NREGIONS] = len(self.table) // 3
+        st[S.HELPERS] = engine.helper_table.ctypes.data
+        st[S.STACK_TOP] = stack_top
+        st[S.TAIL_LIMIT] = engine.config.tail_call_limit
+        self.r10 = stack_top
+        self.call = engine._run_mem
+        self.regions_src = None
+        engine._last_state = st
+
+    def run(self, addr: int, size: int, perms: int) -> int:
+        st = self.st
+        st[S.ARG_R1] = addr
+        st[S.ARG_R2] = size
+        st[S.ARG_PERMS] = perms
+        r0 = self.call(self.st_addr)
+        self.engine._last_state = st
+        if st[0]:
+            self.engine._raise_fault(st)
+        return r0

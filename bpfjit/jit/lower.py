@@ -25,7 +25,7 @@ PERM_R, PERM_W, PERM_RW = 1, 2, 3
 HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
 NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
 TAIL_ENTRY_FN = ir.FunctionType(I64, [I64P, I64, I64])   # bpf_tail_entry(state, r1, r10) -> r0
-ENTRY_POINTS = ("bpf_run", "bpf_batch", "bpf_bench", "bpf_tail_entry")
+ENTRY_POINTS = ("bpf_run", "bpf_run_mem", "bpf_batch", "bpf_bench", "bpf_tail_entry")
 
 
 def c64(v: int) -> ir.Constant:
@@ -213,6 +213,21 @@ class Lowering:
         b = ir.IRBuilder(run.append_basic_block("entry"))
         r0 = self._call_entry(b, st, r1, r2, r10)
         b.ret(r0)
+        # bpf_run_mem(st) -> r0: the per-call fast path. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
+        # STACK_TOP) so the call from Python passes one pointer; it resets the per-run slots and points
+        # region row 0 and the packet bounds at [r1, r1 + r2) itself
+        fast = ir.Function(m, ir.FunctionType(I64, [I64P]), "bpf_run_mem")
+        st = fast.args[0]
+        b = ir.IRBuilder(fast.append_basic_block("entry"))
+        r1, r2, perms, r10 = (b.load(b.gep(st, [c64(i)])) for i in (S.ARG_R1, S.ARG_R2, S.ARG_PERMS,
+                                                                      S.STACK_TOP))
+        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+        for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
+            b.store(v, b.gep(table, [c64(idx)]))
+        for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
+                        (S.TAIL, c64(0))):
+            b.store(v, b.gep(st, [c64(slot)]))
+        b.ret(self._call_entry(b, st, r1, r2, r10))
         # bpf_batch(st, base, stride, count, r10, out) -> records done (stops at the first fault)
         batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
         st, base, stride, count, r10, out = batch.args

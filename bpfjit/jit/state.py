@@ -22,6 +22,9 @@ RUNTIME = 13      # address of runtime data (maps, trace), opaque to lowering
 TAIL_TARGET = 14  # pending tail call: address of the target module's bpf_tail_entry
 TAIL_CTX = 15     # pending tail call: r1 for the target
 TAIL_LIMIT = 16   # Config.tail_call_limit
+ARG_R1 = 17       # bpf_run_mem inputs: r1 (mem address), r2 (mem length), permissions of the mem region
+ARG_R2 = 18
+ARG_PERMS = 19
 NSLOTS = 24
 
 EXIT0 = 255       # F_KIND value for "program ended with r0 = 0" (legacy packet load out of bounds)
