@@ -40,12 +40,11 @@ class ArgParser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------------ program input
 class Source(NamedTuple):
-    kind: str                  # one of FORMATS
+    kind: str                  # "binary" | "hex" | "asm" | "data"
     insns: list[Insn]
     mem: bytes | None = None   # the `-- mem` section of a .data file
 
 
-FORMATS = ("binary", "hex", "asm", "data")
 _DATA_SECTION = re.compile(r"^--\s*(asm|raw)\s*$", re.M)
 _ASM_SECTION = re.compile(r"^--\s*asm\s*$", re.M)
 _HEX_TOKEN = re.compile(r"(0x)?[0-9a-f]+", re.I)
@@ -230,29 +229,34 @@ def cmd_conformance(args) -> int:
     return EXIT["error"] if counts["fail"] else EXIT["ok"]
 
 
+_EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words), assembly or a bpf_conformance "
+           ".data file ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
+
+
+def _command(sub, name: str, func, summary: str, file_arg: str = "file") -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=_EPILOG)
+    p.add_argument(file_arg, metavar=file_arg.upper())
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> ArgParser:
     ap = ArgParser(prog=PROG, description="Run eBPF programs in user space (reference interpreter or LLVM JIT).",
-                   epilog="FILE is raw bytecode, hex text, assembly or a bpf_conformance .data file ('-' = stdin). "
-                          "Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
+                   epilog=_EPILOG)
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("asm", help="assemble to raw little-endian bytecode")
-    p.add_argument("file", metavar="FILE")
+    p = _command(sub, "asm", cmd_asm, "assemble to raw little-endian bytecode (validated)")
     p.add_argument("-o", "--output", metavar="OUT", help="write to OUT (default: stdout, never a terminal)")
     p.add_argument("--hex", action="store_true", help="print 64-bit instruction words in hex, one per line")
-    p.set_defaults(func=cmd_asm)
 
-    p = sub.add_parser("disasm", help="print a program as assembly, or its LLVM IR / native code")
-    p.add_argument("file", metavar="FILE")
+    p = _command(sub, "disasm", cmd_disasm, "print a program as assembly, or its LLVM IR / native code")
     view = p.add_mutually_exclusive_group()
     view.add_argument("--ir", action="store_true", help="the optimised LLVM IR the JIT compiles")
     view.add_argument("--native", action="store_true", help="the native assembly the JIT produces")
     _add_jit_options(p)
-    p.set_defaults(func=cmd_disasm)
 
-    p = sub.add_parser("run", help="run a program once and print r0")
-    p.add_argument("file", metavar="FILE")
+    p = _command(sub, "run", cmd_run, "run a program once and print r0 in hex and decimal")
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--mem", metavar="HEX", help="input memory as hex bytes (default: a .data file's mem)")
     mem.add_argument("--mem-file", metavar="F", help="input memory read from file F")
@@ -262,12 +266,10 @@ def build_parser() -> ArgParser:
     p.add_argument("--limit", type=_non_negative, metavar="N",
                    help="instruction limit per run (0 = none; default 10000000)")
     _add_jit_options(p)
-    p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("conformance", help="run every .data file of a directory (bpf_conformance format)")
-    p.add_argument("dir", metavar="DIR")
+    p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
+                 "format, CPU v4, all groups)", file_arg="dir")
     _engine_option(p)
-    p.set_defaults(func=cmd_conformance)
     return ap
 
 

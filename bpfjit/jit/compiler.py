@@ -13,7 +13,6 @@ from pathlib import Path
 import llvmlite
 import llvmlite.binding as llvm
 
-from .lower import ENTRY_POINTS
 
 _LOCK = threading.RLock()
 _TMS: dict[int, llvm.TargetMachine] = {}
@@ -38,12 +37,15 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+HOST_CPU = llvm.get_host_cpu_name()
+HOST_FEATURES = llvm.get_host_cpu_features().flatten()
+
+
 def new_target_machine(opt: int) -> llvm.TargetMachine:
     """A target machine for the host CPU and its features. An execution engine takes ownership of the one
     it is given (and frees it with itself), so every engine gets its own."""
     return llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=opt,
-        codemodel="jitdefault", jit=True)
+        cpu=HOST_CPU, features=HOST_FEATURES, opt=opt, codemodel="jitdefault", jit=True)
 
 
 def target_machine(opt: int) -> llvm.TargetMachine:
@@ -57,7 +59,7 @@ def target_machine(opt: int) -> llvm.TargetMachine:
 def cache_key(*parts) -> str:
     h = hashlib.sha256()
     h.update(llvmlite.__version__.encode())
-    h.update(llvm.get_host_cpu_name().encode())
+    h.update(HOST_CPU.encode())
     for p in parts:
         h.update(b"\0")
         h.update(p if isinstance(p, bytes) else repr(p).encode())
@@ -67,11 +69,10 @@ def cache_key(*parts) -> str:
 class Compiled:
     """A compiled module: its execution engine (kept alive) and entry-point addresses."""
 
-    def __init__(self, key: str, ir_text: str, opt: int, keepalive=()):
+    def __init__(self, key: str, ir_text: str, opt: int, entry_points: tuple[str, ...]):
         self.key = key
         self.ir_text = ir_text
         self.opt = opt
-        self.keepalive = keepalive
         tm = target_machine(opt)
         mod = llvm.parse_assembly(ir_text)
         mod.name = key
@@ -82,13 +83,16 @@ class Compiled:
             pto.slp_vectorization = opt >= 2
             pb = llvm.create_pass_builder(tm, pto)
             pb.getModulePassManager().run(mod, pb)
-        self.optimized_ir = str(mod)
         self._mod = mod
         self.ee = llvm.create_mcjit_compiler(mod, new_target_machine(opt))
         if _DISK is not None:
             self.ee.set_object_cache(_notify, _getbuffer)
         self.ee.finalize_object()
-        self.addr = {name: self.ee.get_function_address(name) for name in ENTRY_POINTS}
+        self.addr = {name: self.ee.get_function_address(name) for name in entry_points}
+
+    @property
+    def optimized_ir(self) -> str:
+        return str(self._mod)
 
     def native_asm(self) -> str:
         return target_machine(self.opt).emit_assembly(self._mod)
@@ -110,7 +114,7 @@ def _getbuffer(module):
     return p.read_bytes() if p.exists() else None
 
 
-def get_or_compile(key: str, build_ir, opt: int, keepalive=()) -> tuple[Compiled, bool]:
+def get_or_compile(key: str, build_ir, opt: int, entry_points: tuple[str, ...]) -> tuple[Compiled, bool]:
     """(compiled, hit): the cached module for key, or build_ir() compiled now."""
     with _LOCK:
         c = _CACHE.get(key)
@@ -118,7 +122,7 @@ def get_or_compile(key: str, build_ir, opt: int, keepalive=()) -> tuple[Compiled
             _CACHE.move_to_end(key)
             return c, True
     ir_text = build_ir()
-    c = Compiled(key, ir_text, opt, keepalive)
+    c = Compiled(key, ir_text, opt, entry_points)
     with _LOCK:
         _CACHE[key] = c
         while len(_CACHE) > CACHE_SIZE:

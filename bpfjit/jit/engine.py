@@ -16,7 +16,7 @@ from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, helper_fa
 from ..program import Config, Program
 from . import compiler
 from . import state as S
-from .lower import HelperPlan, Lowering
+from .lower import ENTRY_POINTS, LOOP_ENTRY_POINTS, HelperPlan, Lowering
 from .native_helpers import NATIVE
 
 M64 = (1 << 64) - 1
@@ -59,19 +59,32 @@ class JITEngine:
         plan, callbacks = self._plan_helpers()
         self.callbacks = callbacks
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
-        lddw = self._resolve_lddw(resolve_lddw)
-        key = compiler.cache_key(prog.to_bytes(), config.checked, config.insn_limit is not None,
-                                 config.max_call_depth, config.stack_size, config.opt_level,
-                                 sorted(plan.entries.items()), sorted(lddw.items()))
-        self.compiled, self.cache_hit = compiler.get_or_compile(
-            key, lambda: str(Lowering(prog, config, plan, lddw, NATIVE).build()), config.opt_level)
+        self._lddw = self._resolve_lddw(resolve_lddw)
+        self._plan = plan
+        self.compiled, self.cache_hit = self._compile(loops=False)
         a = self.compiled.addr
         self._run = RUN_T(a["bpf_run"])
-        self._batch = BATCH_T(a["bpf_batch"])
-        self._bench = BENCH_T(a["bpf_bench"])
         self._run_mem = RUN_MEM_T(a["bpf_run_mem"])
-        self._last_state = None
         self.tail_entry_address = a["bpf_tail_entry"]   # what a prog_array slot holds for this program
+        self._loops = None
+        self._last_state = None
+
+    def _compile(self, loops: bool):
+        cfg, prog = self.config, self.prog
+        key = compiler.cache_key(prog.to_bytes(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
+                                 cfg.stack_size, cfg.opt_level, loops, sorted(self._plan.entries.items()),
+                                 sorted(self._lddw.items()))
+        entries = ENTRY_POINTS + (LOOP_ENTRY_POINTS if loops else ())
+        return compiler.get_or_compile(
+            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, loops).build()),
+            cfg.opt_level, entries)
+
+    def _loop_entries(self):
+        """(bpf_batch, bpf_bench) from the loops module, compiled on first use."""
+        if self._loops is None:
+            c, _ = self._compile(loops=True)
+            self._loops = (c, BATCH_T(c.addr["bpf_batch"]), BENCH_T(c.addr["bpf_bench"]))
+        return self._loops[1], self._loops[2]
 
     @property
     def last_count(self) -> int:
@@ -186,7 +199,8 @@ class JITEngine:
         base = records.ctypes.data
         st, table = self._state(aspace, base, stride, stack_top)
         _TLS.ctx = helper_ctx
-        done = self._batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
+        batch, _ = self._loop_entries()
+        done = batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
         if done < n:
             try:
                 self._raise_fault(st)
@@ -199,7 +213,8 @@ class JITEngine:
               mem_len: int = 0) -> int:
         st, table = self._state(aspace, mem_start, mem_len, stack_top)
         _TLS.ctx = helper_ctx
-        r0 = self._bench(st.ctypes.data, r1 & M64, r2 & M64, stack_top, n)
+        _, bench = self._loop_entries()
+        r0 = bench(st.ctypes.data, r1 & M64, r2 & M64, stack_top, n)
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0

@@ -25,7 +25,8 @@ PERM_R, PERM_W, PERM_RW = 1, 2, 3
 HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
 NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
 TAIL_ENTRY_FN = ir.FunctionType(I64, [I64P, I64, I64])   # bpf_tail_entry(state, r1, r10) -> r0
-ENTRY_POINTS = ("bpf_run", "bpf_run_mem", "bpf_batch", "bpf_bench", "bpf_tail_entry")
+ENTRY_POINTS = ("bpf_run", "bpf_run_mem", "bpf_tail_entry")     # every module
+LOOP_ENTRY_POINTS = ("bpf_batch", "bpf_bench")                  # modules built with loops=True
 
 
 def c64(v: int) -> ir.Constant:
@@ -134,7 +135,8 @@ class HelperPlan:
 
 class Lowering:
     def __init__(self, prog: Program, config: Config, plan: HelperPlan, lddw_values: dict[int, int],
-                 native_helpers=None):
+                 native_helpers=None, loops: bool = False):
+        self.loops = loops
         self.prog = prog
         self.cfg = config
         self.checked = config.checked
@@ -189,8 +191,6 @@ class Lowering:
             fn = ir.Function(self.module, fnty, f"bpf_sub_{s}")
             fn.linkage = "internal"
             self.subs[s] = fn
-        if len(self.insns) < 4000:
-            self.subs[0].attributes.add("alwaysinline")
         for s in starts:
             _FunctionLowering(self, self.subs[s], s).emit()
         self._emit_entry_points()
@@ -206,13 +206,16 @@ class Lowering:
         return fn
 
     def _emit_entry_points(self):
-        m, sub0 = self.module, self.subs[0]
+        """bpf_run (the one out-of-line copy of the program's entry), bpf_run_mem and bpf_tail_entry; with
+        loops=True also bpf_batch and bpf_bench, into which the program is inlined (compiled lazily, on
+        first use, so that a plain compile stays small)."""
+        m = self.module
         # bpf_run(st, r1, r2, r10) -> r0
         run = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64]), "bpf_run")
+        run.attributes.add("noinline")
         st, r1, r2, r10 = run.args
         b = ir.IRBuilder(run.append_basic_block("entry"))
-        r0 = self._call_entry(b, st, r1, r2, r10)
-        b.ret(r0)
+        b.ret(self._call_entry(b, st, r1, r2, r10))
         # bpf_run_mem(st) -> r0: the per-call fast path. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
         # STACK_TOP) so the call from Python passes one pointer; it resets the per-run slots and points
         # region row 0 and the packet bounds at [r1, r1 + r2) itself
@@ -227,7 +230,10 @@ class Lowering:
         for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
                         (S.TAIL, c64(0))):
             b.store(v, b.gep(st, [c64(slot)]))
-        b.ret(self._call_entry(b, st, r1, r2, r10))
+        b.ret(b.call(run, [st, r1, r2, r10]))
+        self._emit_tail_entry()
+        if not self.loops:
+            return
         # bpf_batch(st, base, stride, count, r10, out) -> records done (stops at the first fault)
         batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
         st, base, stride, count, r10, out = batch.args
@@ -236,7 +242,6 @@ class Lowering:
         bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
         st, r1, r2, r10, n = bench.args
         self._emit_loop(bench, st, n, lambda b, i: (r1, r2), r10, None)
-        self._emit_tail_entry()
 
     def _call_entry(self, b, st, r1, r2, r10):
         """Call subprogram 0, then chain pending tail calls natively (the trampoline), then turn an
@@ -271,7 +276,7 @@ class Lowering:
         fn = ir.Function(self.module, TAIL_ENTRY_FN, "bpf_tail_entry")
         st, r1, r10 = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)])
+        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)], attrs=("noinline",))
         b.ret(b.extract_value(res, 0))
 
     def _emit_loop(self, fn, st, count, args_of, r10, out):
@@ -324,7 +329,8 @@ class _FunctionLowering:
 
     # small helpers
     def slot(self, idx: int):
-        return self.b.gep(self.st, [c64(idx)])
+        """Pointer to a state slot (GEPs made once, at the top of the entry block)."""
+        return self._slots[idx]
 
     def reg(self, r: int):
         return self.b.load(self.R[r])
@@ -334,6 +340,7 @@ class _FunctionLowering:
 
     def emit(self):
         low, b = self.low, self.b
+        self._slots = [b.gep(self.st, [c64(i)]) for i in range(S.NSLOTS)]
         self.R = [b.alloca(I64, name=f"r{i}") for i in range(11)]
         self.cnt = b.alloca(I64, name="count")
         for i in range(11):
@@ -345,9 +352,33 @@ class _FunctionLowering:
         reach = self.low._reachable(self.start)
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in sorted(reach) if pc in low.leader_set}
         b.branch(self.blocks[self.start])
+        self._make_exits()
         for pc in sorted(self.blocks):
             b.position_at_end(self.blocks[pc])
             self._emit_block(pc)
+
+    def _make_exits(self):
+        """Two shared exits per function: `fault_exit` writes (kind, pc, addr, size) arriving through phis,
+        `propagate_exit` returns after a callee/helper left a fault (setting its pc unless pc is -1)."""
+        self.fault_exit = self.fn.append_basic_block("fault_exit")
+        fb = ir.IRBuilder(self.fault_exit)
+        self.fault_phis = [fb.phi(I64, name=n) for n in ("kind", "pc", "addr", "size")]
+        for idx, v in zip((S.F_KIND, S.F_PC, S.F_ADDR, S.F_SIZE), self.fault_phis):
+            fb.store(v, self.slot(idx))
+        fb.store(fb.load(self.cnt), self.slot(S.COUNT))
+        fb.ret(ir.Constant(RET, ir.Undefined))
+        self.prop_exit = self.fn.append_basic_block("propagate_exit")
+        pb = ir.IRBuilder(self.prop_exit)
+        self.prop_pc = pb.phi(I64, name="pc")
+        keep = self.fn.append_basic_block("propagate_keep_pc")
+        setpc = self.fn.append_basic_block("propagate_set_pc")
+        pb.cbranch(pb.icmp_signed("<", self.prop_pc, c64(0)), keep, setpc)
+        pb.position_at_end(setpc)
+        pb.store(self.prop_pc, self.slot(S.F_PC))
+        pb.branch(keep)
+        pb.position_at_end(keep)
+        pb.store(pb.load(self.cnt), self.slot(S.COUNT))
+        pb.ret(ir.Constant(RET, ir.Undefined))
 
     def _load_fast_regions(self):
         """Rows 0 and 1 of the region table (mem/ctx and stack) as SSA bounds per permission."""
@@ -370,30 +401,21 @@ class _FunctionLowering:
         return agg
 
     def fault_block(self, kind: str, pc: int, addr=None, size: int | None = None, code: int | None = None):
-        blk = self.fn.append_basic_block(f"fault_{kind}_{pc}")
-        fb = ir.IRBuilder(blk)
-        st = self.st
-        fb.store(c64(FAULT_CODE[kind] if code is None else code), fb.gep(st, [c64(S.F_KIND)]))
-        fb.store(c64(pc), fb.gep(st, [c64(S.F_PC)]))
-        fb.store(addr if addr is not None else c64(0), fb.gep(st, [c64(S.F_ADDR)]))
-        fb.store(c64(size or 0), fb.gep(st, [c64(S.F_SIZE)]))
-        fb.store(fb.load(self.cnt), fb.gep(st, [c64(S.COUNT)]))
-        fb.ret(ir.Constant(RET, ir.Undefined))
-        return blk
+        """The fault exit, for a branch about to be emitted from the builder's current block."""
+        src = self.b.block
+        vals = (c64(FAULT_CODE[kind] if code is None else code), c64(pc),
+                addr if addr is not None else c64(0), c64(size or 0))
+        for phi, v in zip(self.fault_phis, vals):
+            phi.add_incoming(v, src)
+        return self.fault_exit
 
     def propagate_if_fault(self, pc: int | None = None):
         """After a call: if the state holds a fault, return at once (setting its pc if given)."""
         b = self.b
-        kind = b.load(self.slot(S.F_KIND))
-        bad = b.icmp_unsigned("!=", kind, c64(0))
-        blk = self.fn.append_basic_block("propagate")
+        bad = b.icmp_unsigned("!=", b.load(self.slot(S.F_KIND)), c64(0))
         cont = self.fn.append_basic_block("cont")
-        b.cbranch(bad, blk, cont)
-        fb = ir.IRBuilder(blk)
-        if pc is not None:
-            fb.store(c64(pc), fb.gep(self.st, [c64(S.F_PC)]))
-        fb.store(fb.load(self.cnt), fb.gep(self.st, [c64(S.COUNT)]))
-        fb.ret(ir.Constant(RET, ir.Undefined))
+        self.prop_pc.add_incoming(c64(-1 if pc is None else pc), b.block)
+        b.cbranch(bad, self.prop_exit, cont)
         b.position_at_end(cont)
 
     # ---- blocks ----

@@ -1,0 +1,42 @@
+"""BPF maps shared by both engines.
+
+One descriptor layout (layout.py) in one arena (arena.py), map operations written once in LLVM IR
+(native.py) and compiled once per process (lib.py); Python (the map classes and the interpreter's
+helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled functions.
+
+    create_map("hash", 4, 8, 1024)          or HashMap(4, 8, 1024, value_type=np.uint64)
+    m[key] = value; m[key]; del m[key]; len(m); for k in m; m.items(); m.update(k, v, BPF_NOEXIST)
+    ArrayMap(...).values                     zero-copy numpy view of the values
+    RingBufMap(4096).drain()                 records submitted by programs
+    ProgArrayMap(8, runtime)[0] = program    tail-call targets
+"""
+from __future__ import annotations
+
+from .array import ArrayMap, PercpuArrayMap
+from .base import KeyValueMap, MapBase, MapError
+from .hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
+from .layout import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MAP_TYPES
+from .lib import NCPUS, current_cpu
+from .progarray import ProgArrayMap
+from .ring import PerfEventArrayMap, RingBufMap
+
+MAP_CLASSES = {
+    "array": ArrayMap, "percpu_array": PercpuArrayMap, "hash": HashMap, "percpu_hash": PercpuHashMap,
+    "lru_hash": LruHashMap, "lru_percpu_hash": LruPercpuHashMap, "prog_array": ProgArrayMap,
+    "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap,
+}
+assert set(MAP_CLASSES) == set(MAP_TYPES)
+
+
+def create_map(type_name: str, key_size: int, value_size: int, max_entries: int, **kw) -> MapBase:
+    """A map by type name ("hash", "BPF_MAP_TYPE_HASH", ...); kw: name, key_type, value_type, ncpus ..."""
+    t = type_name.lower().removeprefix("bpf_map_type_")
+    cls = MAP_CLASSES.get(t)
+    if cls is None:
+        raise ValueError(f"unknown map type {type_name!r}; known: {', '.join(MAP_CLASSES)}")
+    return cls.create(key_size, value_size, max_entries, **kw)
+
+
+__all__ = ["ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
+           "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "MapBase", "KeyValueMap", "MapError",
+           "create_map", "current_cpu", "NCPUS", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "MAP_CLASSES"]

@@ -1,0 +1,52 @@
+"""Array maps: `ArrayMap` and `PercpuArrayMap` (u32 keys 0..max_entries-1, every element exists and
+starts zeroed, delete is EINVAL). Values live in one numpy buffer that programs access directly
+(`regions()`) and Python sees zero-copy through `.values`. The operations are native.py's.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..memory import PERM_RW, Region
+from . import layout as L
+from .base import KeyValueMap, storage
+
+
+class ArrayMap(KeyValueMap):
+    map_type = "array"
+    kind = L.KIND_ARRAY
+
+    def __init__(self, key_size=4, value_size=None, max_entries: int = 1, **kw):
+        super().__init__(key_size, value_size, max_entries, **kw)
+
+    def _setup(self) -> None:
+        if self.key_size != 4:
+            raise ValueError(f"array map keys are 4-byte indexes, not {self.key_size} bytes")
+        nbytes = self.max_entries * self.ncpus * self.stride
+        self._data = storage(nbytes)
+        self._region = Region(f"map:{self.name or self.map_type}", self._data[:nbytes], PERM_RW)
+        self._fill(DATA=self._data.ctypes.data, DATA_SIZE=nbytes)
+
+    def regions(self) -> list[Region]:
+        return [self._region]
+
+    def __len__(self) -> int:
+        return self.max_entries
+
+    def direct_value_addr(self, off: int):
+        """Address of element 0 + off if inside the value storage (lddw map_value), else None."""
+        return self._region.start + off if 0 <= off < self._region.size else None
+
+    @property
+    def values(self) -> np.ndarray:
+        """Zero-copy view of every value: (max_entries, value_size) uint8, (max_entries, ncpus,
+        value_size) for per-cpu maps, or elements of the numpy value_type without the last axis."""
+        lead = (self.max_entries, self.ncpus) if self.percpu else (self.max_entries,)
+        strides = (self.ncpus * self.stride, self.stride) if self.percpu else (self.stride,)
+        if self.value_type is not None and self.value_type[0] == "numpy":
+            return np.ndarray(lead, dtype=self.value_type[1], buffer=self._data, strides=strides)
+        return np.ndarray(lead + (self.value_size,), dtype=np.uint8, buffer=self._data, strides=strides + (1,))
+
+
+class PercpuArrayMap(ArrayMap):
+    map_type = "percpu_array"
+    percpu = True

@@ -1,0 +1,80 @@
+"""The compiled runtime module of map operations: built from native.py once per process into its own
+MCJIT engine (kept alive for the life of the process), its functions bound as ctypes callables for
+Python and published with llvm.add_symbol so JIT programs call the very same code.
+
+`lib()` returns the `Lib` (compiling on first use); `current_cpu(ncpus)` is the calling thread's cpu as
+per-cpu maps see it. The module bakes process-specific addresses (arena, ring table, pthread key), so it
+is never put in the compile cache.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import llvmlite.binding as llvm
+
+from ..jit import compiler
+from . import arena
+from .native import EXPORTS, build_module
+
+_U64 = ctypes.c_uint64
+_LOCK = threading.Lock()
+_LIB: "Lib | None" = None
+NCPUS = os.cpu_count() or 1          # default cpu count of per-cpu maps and perf event arrays
+ARENA_SYMBOL = "bpfmap_arena_bounds"
+
+
+class Lib:
+    """Addresses and ctypes callables of the runtime functions (results are u64; see `signed`)."""
+
+    def __init__(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        key = ctypes.c_uint(0)
+        if libc.pthread_key_create(ctypes.byref(key), None) != 0:
+            raise OSError(ctypes.get_errno(), "pthread_key_create failed")
+        self.tls_key = key.value
+        self.module_ir = str(build_module(arena.ARENA_START, arena.ARENA_END, arena.RING_TABLE.ctypes.data,
+                                          self.tls_key))
+        mod = llvm.parse_assembly(self.module_ir)
+        mod.verify()
+        tm = compiler.target_machine(2)
+        pto = llvm.create_pipeline_tuning_options(speed_level=2)
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+        self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(2))
+        self.ee.finalize_object()
+        self.addr: dict[str, int] = {}
+        for name, nargs in EXPORTS.items():
+            a = self.ee.get_function_address(name)
+            if not a:
+                raise RuntimeError(f"runtime module lacks {name}")
+            self.addr[name] = a
+            llvm.add_symbol(name, a)
+            short = name[len("bpfmap_"):]
+            setattr(self, short, ctypes.CFUNCTYPE(_U64, *([_U64] * nargs))(a))
+        llvm.add_symbol(ARENA_SYMBOL, arena.ARENA_BOUNDS.ctypes.data)
+
+
+def lib() -> Lib:
+    global _LIB
+    if _LIB is None:
+        with _LOCK:
+            if _LIB is None:
+                _LIB = Lib()
+    return _LIB
+
+
+def signed(v: int) -> int:
+    """A u64 result as the signed value (negative errno)."""
+    return v - (1 << 64) if v >> 63 else v
+
+
+def u64(v: int) -> int:
+    return v & ((1 << 64) - 1)
+
+
+def current_cpu(ncpus: int | None = None) -> int:
+    """The calling thread's cpu: a stable small id per thread (in order of first use), modulo ncpus
+    (default NCPUS). Native code computes the same value, so a program sees the same per-cpu copy."""
+    return lib().thread_id() % (ncpus or NCPUS)
