@@ -257,3 +257,13 @@ def lddw_slots(insns) -> set[int]:
         else:
             i += 1
     return second
+
+
+def markdown_table() -> str:
+    """The ISA table as markdown (docs/isa.md embeds it; a test keeps the two equal)."""
+    sel_names = {"off": "offset", "imm": "imm", "src": "src"}
+    rows = ["| opcode | selector | mnemonic | op | group | CPU |", "|---|---|---|---|---|---|"]
+    for f in sorted(FORMS, key=lambda f: (f.opcode, f.sel_field or "", f.sel_value)):
+        sel = f"{sel_names[f.sel_field]}={f.sel_value:#x}" if f.sel_field else ""
+        rows.append(f"| {f.opcode:#04x} | {sel} | `{f.mnemonic}` | {f.op} | {f.group} | v{f.cpu} |")
+    return "\n".join(rows) + "\n"
