@@ -381,17 +381,23 @@ class _FunctionLowering:
         pb.ret(ir.Constant(RET, ir.Undefined))
 
     def _load_fast_regions(self):
-        """Rows 0 and 1 of the region table (mem/ctx and stack) as SSA bounds per permission."""
+        """Rows 0 and 1 of the region table (mem/ctx and stack) as SSA values, once per function:
+        for each row, permission and access size, (lo, n) such that an access of that size at addr is
+        inside the row iff addr - lo <u n (n = number of valid start addresses; 0 if none)."""
         b = self.b
         table = b.inttoptr(b.load(self.slot(S.TABLE)), I64P)
-        self.fast = {PERM_R: [], PERM_W: [], PERM_RW: []}
+        self.fast: dict[tuple[int, int], list] = {}
         for row in (0, 1):
             lo = b.load(b.gep(table, [c64(3 * row)]))
             hi = b.load(b.gep(table, [c64(3 * row + 1)]))
             pm = b.load(b.gep(table, [c64(3 * row + 2)]))
+            span = b.sub(hi, lo)
             for perm in (PERM_R, PERM_W, PERM_RW):
-                ok = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
-                self.fast[perm].append((b.select(ok, lo, c64(-1)), b.select(ok, hi, c64(0))))
+                allowed = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
+                for size in (1, 2, 4, 8):
+                    fits = b.and_(allowed, b.icmp_unsigned(">=", span, c64(size)))
+                    n = b.select(fits, b.sub(span, c64(size - 1)), c64(0))
+                    self.fast.setdefault((perm, size), []).append((lo, n))
 
     # ---- faults and returns ----
     def _ret_regs(self, bld):
@@ -413,7 +419,7 @@ class _FunctionLowering:
         """After a call: if the state holds a fault, return at once (setting its pc if given)."""
         b = self.b
         bad = b.icmp_unsigned("!=", b.load(self.slot(S.F_KIND)), c64(0))
-        cont = self.fn.append_basic_block("cont")
+        cont = self.fn.append_basic_block(f"after_call{len(self.fn.blocks)}")
         self.prop_pc.add_incoming(c64(-1 if pc is None else pc), b.block)
         b.cbranch(bad, self.prop_exit, cont)
         b.position_at_end(cont)
@@ -447,13 +453,10 @@ class _FunctionLowering:
         if not self.low.checked:
             return
         b = self.b
-        end = b.add(addr, c64(size))
-        ok = b.icmp_unsigned(">=", end, addr)
-        inside = None
-        for lo, hi in self.fast[perm]:
-            r = b.and_(b.icmp_unsigned(">=", addr, lo), b.icmp_unsigned("<=", end, hi))
-            inside = r if inside is None else b.or_(inside, r)
-        fast_ok = b.and_(ok, inside)
+        fast_ok = None
+        for lo, n in self.fast[(perm, size)]:
+            r = b.icmp_unsigned("<", b.sub(addr, lo), n)
+            fast_ok = r if fast_ok is None else b.or_(fast_ok, r)
         cont = self.fn.append_basic_block(f"pc{pc}_ok")
         slow = self.fn.append_basic_block(f"pc{pc}_slow")
         b.cbranch(fast_ok, cont, slow)
