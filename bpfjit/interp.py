@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import isa
 from .errors import LoadError, RuntimeFault, helper_fault
 from .helpers.registry import TailCall
-from .program import Config, Program, leaders
+from .program import Config, Program, block_costs, meter_points
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -171,6 +171,7 @@ class Interpreter:
         self.config = config
         self.registry = registry
         self.resolve_lddw = resolve_lddw
+        self.last_count = 0
         self.code = self._build(prog, resolve_lddw)
         self._tail_targets: dict[int, tuple[Program, "Interpreter"]] = {}
 
@@ -192,12 +193,10 @@ class Interpreter:
                 code[pc] = _bad_slot(pc)
                 continue
             code[pc] = self._step(pc, insns, f, resolve_lddw)
-        # charge each basic block on entry
-        lead = leaders(prog)
-        bounds = lead + [n]
-        for i, start in enumerate(lead):
-            cost = sum(1 for p in range(start, bounds[i + 1]) if forms[p] is not None)
-            code[start] = _metered(code[start], cost, start)
+        # charge each basic block on entry; compare with the limit at meter points
+        points = meter_points(prog)
+        for start, cost in block_costs(prog).items():
+            code[start] = (_metered if start in points else _charged)(code[start], cost, start)
         return code
 
     def _step(self, pc: int, insns, f: isa.Form, resolve_lddw):
@@ -299,7 +298,8 @@ class Interpreter:
                     pc = 0
         except _ImplicitExit:
             R[0] = 0
-        self.last_count = S.count
+        finally:
+            self.last_count = S.count
         return R[0]
 
 
@@ -309,6 +309,13 @@ def _metered(inner, cost: int, pc: int):
         if c > S.limit:
             raise RuntimeFault("insn_limit", pc, f"instruction limit {S.limit} exceeded")
         S.count = c
+        return inner(R, S)
+    return step
+
+
+def _charged(inner, cost: int, pc: int):
+    def step(R, S):
+        S.count += cost
         return inner(R, S)
     return step
 
@@ -359,7 +366,7 @@ def _call_helper(fn, ctx, R, pc):
 
 def _callx_step(d: int, n: int, pc: int):
     def step(R, S):
-        h = S.registry.get(R[d]) if R[d] < (1 << 31) else None
+        h = S.registry.get(R[d])
         if h is None:
             raise RuntimeFault("bad_call", pc, f"callx to unknown helper {R[d]:#x}")
         ctx = S.helper_ctx

@@ -27,7 +27,7 @@ _UNPACK_S = {1: struct.Struct("<b"), 2: struct.Struct("<h"), 4: struct.Struct("<
 def as_buffer(data, writable_copy: bool = True) -> np.ndarray:
     """A 1-D uint8 numpy view of `data`. Bytes-like input is copied; a writable numpy array is used in place."""
     if isinstance(data, np.ndarray):
-        if data.flags.c_contiguous and data.flags.writeable:
+        if data.flags.c_contiguous:          # in place; a read-only array stays read-only
             return data.reshape(-1).view(np.uint8)
         return np.ascontiguousarray(data).reshape(-1).view(np.uint8).copy()
     if isinstance(data, (bytes, bytearray, memoryview)):

@@ -176,6 +176,28 @@ def jump_target(pc: int, ins: Insn, f: Form) -> int | None:
     return None
 
 
+def meter_points(prog: Program) -> set[int]:
+    """Leaders where the instruction meter compares against the limit: the entry, every local-call target
+    and every target of a backward jump (every cycle passes through one). Other blocks only add their cost,
+    so a run can pass the limit by at most one acyclic stretch before it faults."""
+    points = {0}
+    for pc, f in enumerate(prog.forms):
+        if f is None:
+            continue
+        t = jump_target(pc, prog.insns[pc], f)
+        if t is not None and (f.op == "call_local" or t <= pc):
+            points.add(t)
+    return points
+
+
+def block_costs(prog: Program) -> dict[int, int]:
+    """leader -> number of instructions in its basic block (an lddw counts once)."""
+    lead = leaders(prog)
+    bounds = lead + [len(prog.insns)]
+    forms = prog.forms
+    return {s: sum(1 for p in range(s, bounds[i + 1]) if forms[p] is not None) for i, s in enumerate(lead)}
+
+
 def leaders(prog: Program) -> list[int]:
     """Start slots of basic blocks: 0, every jump/call target, every slot after a jump, call or exit.
 

@@ -40,9 +40,8 @@ class _MemRunner:
     def place(self, mem):
         if isinstance(mem, np.ndarray) and mem.flags.c_contiguous:
             ai = mem.__array_interface__
-            placed = (ai["data"][0], mem.nbytes, PERM_RW if mem.flags.writeable else PERM_R)
-            self.last_obj, self.last_mem = mem, placed
-            return placed
+            self.last_obj, self.last_mem = mem, (ai["data"][0], mem.nbytes)
+            return ai["data"][0], mem.nbytes, PERM_RW if mem.flags.writeable else PERM_R
         data = mem if isinstance(mem, bytes) else bytes(memoryview(mem))
         n = len(data)
         if n > len(self.scratch):
@@ -149,11 +148,12 @@ class VM:
                 self._last = None
                 return fast.run(0, 0, PERM_RW)
             if mem is fast.last_obj:                     # the same array again: address is known
-                addr, size, perms = fast.last_mem
+                addr, size = fast.last_mem
+                perms = PERM_RW if mem.flags.writeable else PERM_R
             else:
                 addr, size, perms = fast.place(mem)
             self._last = (fast, mem)
-            return fast.run(addr, size, PERM_R if readonly else perms)
+            return fast.run(addr if size else 0, size, PERM_R if readonly else perms)
         finally:
             tls["active"] = False
 
@@ -189,7 +189,7 @@ class VM:
         region = None
         if mem is not None:
             buf = as_buffer(mem)
-            region = Region("mem", buf, PERM_R if readonly else PERM_RW)
+            region = Region("mem", buf, PERM_R if readonly or not buf.flags.writeable else PERM_RW)
         self._last = region.buf if region is not None else None
         aspace = self.address_space(region)
         stack = self._stack()
@@ -245,7 +245,10 @@ class VM:
             return self._bench(mem, n) if ok else 0
 
     def _bench(self, mem, n: int) -> int:
-        region = Region("mem", as_buffer(mem), PERM_RW) if mem is not None else None
+        region = None
+        if mem is not None:
+            buf = as_buffer(mem)
+            region = Region("mem", buf, PERM_RW if buf.flags.writeable else PERM_R)
         aspace = self.address_space(region)
         stack = self._stack()
         ctx = self._ctx(aspace)

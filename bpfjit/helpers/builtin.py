@@ -1,12 +1,14 @@
 """Built-in kernel helpers with the kernel's ids, prototypes and GPL flags: the Python implementation of each
-and its native twin (an LLVM IR emitter registered in jit.native_helpers.NATIVE under `Helper.native`).
+and its native twin (LLVM IR; `Helper.native` names it in jit.native_helpers.NATIVE).
 
-The two implementations behave identically; where they could not (the PRNG), both call one native function
-(`support()`: a small module compiled once per process; Python reaches it through ctypes). Native twins
-call libc directly (pid, uid, cpu, thread name) and never go through Python. Pointer arguments a kernel
-verifier would have checked (destinations, sizes) are checked at run time in both engines and in every JIT
-mode: a bad destination faults "store" at the call. probe_read's source is the unsafe pointer the helper
-exists for: unreadable memory gives -EFAULT and a zeroed destination, as in the kernel.
+The native twins (NATIVE_TWINS, trace_printk's included) are compiled once per process into the support
+library (`support()`), and the emitter JIT modules get for each is a call into it: programs stay cheap to
+compile and never go through Python. Where the two implementations could diverge (the PRNG), Python calls
+the library's function through ctypes, so both engines draw from one generator. Twins call libc directly
+(pid, uid, cpu, thread name). Pointer arguments a kernel verifier would have checked (destinations, sizes)
+are checked at run time in both engines and in every JIT mode: a bad destination faults "store" at the
+call. probe_read's source is the unsafe pointer the helper exists for: unreadable memory gives -EFAULT and
+a zeroed destination, as in the kernel.
 trace_printk and its trace buffer live in trace.py; map helpers in map_helpers.py; this module holds the
 helpers that need no runtime tables. `IRHelper` (emitter conveniences) is shared with trace.py.
 """
@@ -24,10 +26,10 @@ from ..errors import FAULT_CODE, RuntimeFault
 from ..memory import PERM_R, PERM_W
 from ..jit import compiler
 from ..jit import state as S
-from ..jit.lower import I8, I32, I64, I64P, c64, region_check_fn
+from ..jit.lower import I8, I32, I64, I64P, NATIVE_FN, c64, region_check_fn
 from ..jit.native_helpers import NATIVE, bind_libc
 from .registry import Helper
-from .trace import trace_printk
+from .trace import emit_trace_printk, trace_printk
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -82,9 +84,9 @@ class IRHelper:
             b.store(v, b.gep(self.st, [c64(slot)]))
         b.ret(c64(0))
 
-    def memcpy(self, dst, src, n, name: str = "memmove") -> None:
+    def memmove(self, dst, src, n) -> None:
         fnty = ir.FunctionType(I8P, [I8P, I8P, I64])
-        self.b.call(self.libc(name, fnty), [self.ptr(dst), self.ptr(src), n])
+        self.b.call(self.libc("memmove", fnty), [self.ptr(dst), self.ptr(src), n])
 
     def memset(self, dst, value: int, n) -> None:
         fnty = ir.FunctionType(I8P, [I8P, I32, I64])
@@ -163,83 +165,6 @@ def _region_avail_fn(module: ir.Module) -> ir.Function:
     return fn
 
 
-# ------------------------------------------------------------------------------ the native support library
-def _splitmix64(b: ir.IRBuilder, z):
-    z = b.add(z, c64(0x9E3779B97F4A7C15))
-    z = b.mul(b.xor(z, b.lshr(z, c64(30))), c64(0xBF58476D1CE4E5B9))
-    z = b.mul(b.xor(z, b.lshr(z, c64(27))), c64(0x94D049BB133111EB))
-    z = b.xor(z, b.lshr(z, c64(31)))
-    return b.select(b.icmp_unsigned("==", z, c64(0)), c64(PRANDOM_SEED), z)   # xorshift needs state != 0
-
-
-def _build_support(key: int) -> str:
-    """bpfjit_prandom_u32() and bpfjit_prandom_seed(seed): a xorshift64 generator whose state is per
-    thread (pthread key `key`, allocated on first use, freed at thread exit); the high 32 bits are returned."""
-    m = ir.Module("bpfjit_support")
-    get = libc_fn(m, "pthread_getspecific", ir.FunctionType(I8P, [I32]))
-    state = ir.Function(m, ir.FunctionType(I64P, []), "prandom_state")
-    state.linkage = "internal"
-    b = ir.IRBuilder(state.append_basic_block("entry"))
-    p = b.call(get, [ir.Constant(I32, key)])
-    with b.if_then(b.icmp_unsigned("==", b.ptrtoint(p, I64), c64(0)), likely=False):
-        fresh = b.call(libc_fn(m, "malloc", ir.FunctionType(I8P, [I64])), [c64(8)])
-        tid = b.zext(b.call(libc_fn(m, "gettid", ir.FunctionType(I32, [])), []), I64)
-        b.store(_splitmix64(b, b.xor(tid, c64(PRANDOM_SEED))), b.bitcast(fresh, I64P))
-        b.call(libc_fn(m, "pthread_setspecific", ir.FunctionType(I32, [I32, I8P])),
-               [ir.Constant(I32, key), fresh])
-    b.ret(b.bitcast(b.call(get, [ir.Constant(I32, key)]), I64P))
-
-    u32 = ir.Function(m, ir.FunctionType(I64, []), "bpfjit_prandom_u32")
-    b = ir.IRBuilder(u32.append_basic_block("entry"))
-    sp = b.call(state, [])
-    x = b.load(sp)
-    for op, k in ((b.shl, 13), (b.lshr, 7), (b.shl, 17)):
-        x = b.xor(x, op(x, c64(k)))
-    b.store(x, sp)
-    b.ret(b.lshr(x, c64(32)))
-
-    seed = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64]), "bpfjit_prandom_seed")
-    b = ir.IRBuilder(seed.append_basic_block("entry"))
-    b.store(_splitmix64(b, seed.args[0]), b.call(state, []))
-    b.ret_void()
-    return str(m)
-
-
-class _Support:
-    """The support library, compiled once per process (never cached on disk: it holds the pthread key)."""
-
-    def __init__(self):
-        key = ctypes.c_uint()
-        if _LIBC.pthread_key_create(ctypes.byref(key), ctypes.cast(_LIBC.free, ctypes.c_void_p)) != 0:
-            raise OSError("pthread_key_create failed")
-        mod = llvm.parse_assembly(_build_support(key.value))
-        mod.verify()
-        self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(2))
-        self.ee.finalize_object()
-        self.addr = {n: self.ee.get_function_address(n) for n in ("bpfjit_prandom_u32", "bpfjit_prandom_seed")}
-        for name, a in self.addr.items():
-            llvm.add_symbol(name, a)
-        self.prandom_u32 = ctypes.CFUNCTYPE(ctypes.c_uint64)(self.addr["bpfjit_prandom_u32"])
-        self.prandom_seed = ctypes.CFUNCTYPE(None, ctypes.c_uint64)(self.addr["bpfjit_prandom_seed"])
-
-
-_SUPPORT: _Support | None = None
-_SUPPORT_LOCK = threading.Lock()
-
-
-def support() -> _Support:
-    global _SUPPORT
-    with _SUPPORT_LOCK:
-        if _SUPPORT is None:
-            _SUPPORT = _Support()
-    return _SUPPORT
-
-
-def prandom_seed(seed: int) -> None:
-    """Seed the calling thread's get_prandom_u32 generator (shared by both engines)."""
-    support().prandom_seed(seed & M64)
-
-
 # ------------------------------------------------------------------------------ Python implementations
 def ktime_get_ns(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     """Monotonic clock in nanoseconds (helper 5). The conformance suite's helper 5 only needs to succeed."""
@@ -316,6 +241,8 @@ def get_current_comm(ctx, buf, size, r3=0, r4=0, r5=0) -> int:
 
 
 # ------------------------------------------------------------------------------ native twins
+# Each emitter fills `fn` (NATIVE_FN) with the helper's body; these bodies are compiled once, into the
+# support library, and JIT code calls them there (see _trampoline).
 def _emit_probe_read(module, fn, checked):
     h = IRHelper(module, fn)
     b = h.b
@@ -325,7 +252,7 @@ def _emit_probe_read(module, fn, checked):
     readable = h.check(src, size, PERM_R)
     with b.if_else(readable) as (good, bad):
         with good:
-            h.memcpy(dst, src, size)
+            h.memmove(dst, src, size)
         with bad:
             h.memset(dst, 0, size)
     b.ret(b.select(readable, c64(0), c64(-EFAULT)))
@@ -345,13 +272,13 @@ def _emit_probe_read_str(module, fn, checked):
     b.cbranch(found, blocks["found"], blocks["notfound"])
     b.position_at_end(blocks["found"])
     n = b.add(b.sub(b.ptrtoint(nul, I64), src), c64(1))
-    h.memcpy(dst, src, n)
+    h.memmove(dst, src, n)
     b.ret(n)
     b.position_at_end(blocks["notfound"])
     b.cbranch(b.icmp_unsigned(">=", avail, size), blocks["truncated"], blocks["efault"])
     b.position_at_end(blocks["truncated"])
     last = b.sub(size, c64(1))
-    h.memcpy(dst, src, last)
+    h.memmove(dst, src, last)
     b.store(ir.Constant(I8, 0), h.ptr(b.add(dst, last)))
     b.ret(size)
     b.position_at_end(blocks["efault"])
@@ -360,11 +287,8 @@ def _emit_probe_read_str(module, fn, checked):
 
 
 def _emit_prandom(module, fn, checked):
-    support()          # compiles the library and binds its symbols
-    h = IRHelper(module, fn)
-    f = module.globals.get("bpfjit_prandom_u32") or ir.Function(module, ir.FunctionType(I64, []),
-                                                                 "bpfjit_prandom_u32")
-    h.b.ret(h.b.call(f, []))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    b.ret(b.call(module.globals["bpfjit_prandom_u32"], []))
 
 
 def _emit_cpu(module, fn, checked):
@@ -393,18 +317,121 @@ def _emit_comm(module, fn, checked):
     length = b.call(h.libc("strnlen", ir.FunctionType(I64, [I8P, I64])), [h.ptr(addr), c64(COMM_LEN)])
     keep = b.sub(size, c64(1))
     n = b.select(b.icmp_unsigned("<", length, keep), length, keep)
-    h.memcpy(dst, addr, n)
+    h.memmove(dst, addr, n)
     h.memset(b.add(dst, n), 0, b.sub(size, n))
     b.ret(c64(0))
 
 
-for _name, _emitter, _faults in (
-        ("probe_read", _emit_probe_read, True), ("probe_read_str", _emit_probe_read_str, True),
-        ("get_prandom_u32", _emit_prandom, False), ("get_smp_processor_id", _emit_cpu, False),
-        ("get_current_pid_tgid", _emit_ids("getpid", "gettid"), False),
-        ("get_current_uid_gid", _emit_ids("getgid", "getuid"), False),
-        ("get_current_comm", _emit_comm, True)):
-    NATIVE.add(_name, _emitter, may_fault=_faults)
+NATIVE_TWINS = {   # name: (emitter, may_fault)
+    "probe_read": (_emit_probe_read, True), "probe_read_str": (_emit_probe_read_str, True),
+    "trace_printk": (emit_trace_printk, True),
+    "get_prandom_u32": (_emit_prandom, False), "get_smp_processor_id": (_emit_cpu, False),
+    "get_current_pid_tgid": (_emit_ids("getpid", "gettid"), False),
+    "get_current_uid_gid": (_emit_ids("getgid", "getuid"), False),
+    "get_current_comm": (_emit_comm, True),
+}
+
+
+# ------------------------------------------------------------------------------ the native support library
+def _splitmix64(b: ir.IRBuilder, z):
+    z = b.add(z, c64(0x9E3779B97F4A7C15))
+    z = b.mul(b.xor(z, b.lshr(z, c64(30))), c64(0xBF58476D1CE4E5B9))
+    z = b.mul(b.xor(z, b.lshr(z, c64(27))), c64(0x94D049BB133111EB))
+    z = b.xor(z, b.lshr(z, c64(31)))
+    return b.select(b.icmp_unsigned("==", z, c64(0)), c64(PRANDOM_SEED), z)   # xorshift needs state != 0
+
+
+def _build_support(key: int) -> str:
+    """The support library: bpfjit_prandom_u32() and bpfjit_prandom_seed(seed), a xorshift64 generator
+    whose state is per thread (pthread key `key`, allocated on first use, freed at thread exit; the high 32
+    bits are returned), and bpfjit_NAME(state, r1..r5) for every native twin in NATIVE_TWINS."""
+    m = ir.Module("bpfjit_support")
+    get = libc_fn(m, "pthread_getspecific", ir.FunctionType(I8P, [I32]))
+    state = ir.Function(m, ir.FunctionType(I64P, []), "prandom_state")
+    state.linkage = "internal"
+    b = ir.IRBuilder(state.append_basic_block("entry"))
+    p = b.call(get, [ir.Constant(I32, key)])
+    with b.if_then(b.icmp_unsigned("==", b.ptrtoint(p, I64), c64(0)), likely=False):
+        fresh = b.call(libc_fn(m, "malloc", ir.FunctionType(I8P, [I64])), [c64(8)])
+        tid = b.zext(b.call(libc_fn(m, "gettid", ir.FunctionType(I32, [])), []), I64)
+        b.store(_splitmix64(b, b.xor(tid, c64(PRANDOM_SEED))), b.bitcast(fresh, I64P))
+        b.call(libc_fn(m, "pthread_setspecific", ir.FunctionType(I32, [I32, I8P])),
+               [ir.Constant(I32, key), fresh])
+    b.ret(b.bitcast(b.call(get, [ir.Constant(I32, key)]), I64P))
+
+    u32 = ir.Function(m, ir.FunctionType(I64, []), "bpfjit_prandom_u32")
+    b = ir.IRBuilder(u32.append_basic_block("entry"))
+    sp = b.call(state, [])
+    x = b.load(sp)
+    for op, k in ((b.shl, 13), (b.lshr, 7), (b.shl, 17)):
+        x = b.xor(x, op(x, c64(k)))
+    b.store(x, sp)
+    b.ret(b.lshr(x, c64(32)))
+
+    seed = ir.Function(m, ir.FunctionType(ir.VoidType(), [I64]), "bpfjit_prandom_seed")
+    b = ir.IRBuilder(seed.append_basic_block("entry"))
+    b.store(_splitmix64(b, seed.args[0]), b.call(state, []))
+    b.ret_void()
+
+    for name, (emitter, _) in NATIVE_TWINS.items():
+        emitter(m, ir.Function(m, NATIVE_FN, f"bpfjit_{name}"), True)
+    return str(m)
+
+
+class _Support:
+    """The support library, compiled once per process (never cached on disk: it holds the pthread key);
+    its functions are bound as JIT symbols."""
+
+    OPT = 2
+
+    def __init__(self):
+        key = ctypes.c_uint()
+        if _LIBC.pthread_key_create(ctypes.byref(key), ctypes.cast(_LIBC.free, ctypes.c_void_p)) != 0:
+            raise OSError("pthread_key_create failed")
+        mod = llvm.parse_assembly(_build_support(key.value))
+        mod.verify()
+        pb = llvm.create_pass_builder(compiler.target_machine(self.OPT),
+                                      llvm.create_pipeline_tuning_options(speed_level=self.OPT))
+        pb.getModulePassManager().run(mod, pb)
+        self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(self.OPT))
+        self.ee.finalize_object()
+        names = ["bpfjit_prandom_u32", "bpfjit_prandom_seed"] + [f"bpfjit_{n}" for n in NATIVE_TWINS]
+        self.addr = {n: self.ee.get_function_address(n) for n in names}
+        for name, a in self.addr.items():
+            llvm.add_symbol(name, a)
+        self.prandom_u32 = ctypes.CFUNCTYPE(ctypes.c_uint64)(self.addr["bpfjit_prandom_u32"])
+        self.prandom_seed = ctypes.CFUNCTYPE(None, ctypes.c_uint64)(self.addr["bpfjit_prandom_seed"])
+
+
+_SUPPORT: _Support | None = None
+_SUPPORT_LOCK = threading.Lock()
+
+
+def support() -> _Support:
+    global _SUPPORT
+    with _SUPPORT_LOCK:
+        if _SUPPORT is None:
+            _SUPPORT = _Support()
+    return _SUPPORT
+
+
+def prandom_seed(seed: int) -> None:
+    """Seed the calling thread's get_prandom_u32 generator (shared by both engines)."""
+    support().prandom_seed(seed & M64)
+
+
+def _trampoline(name: str):
+    """The emitter JIT modules get for twin `name`: a call into the support library."""
+    def emit(module, fn, checked):
+        support()           # compiled, symbols bound
+        target = module.globals.get(f"bpfjit_{name}") or ir.Function(module, NATIVE_FN, f"bpfjit_{name}")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.ret(b.call(target, fn.args))
+    return emit
+
+
+for _name, (_emitter, _faults) in NATIVE_TWINS.items():
+    NATIVE.add(_name, _trampoline(_name), may_fault=_faults)
 
 
 # ------------------------------------------------------------------------------ the table

@@ -29,6 +29,8 @@ class Helper:
     btf_id: int | None = None      # set for helpers callable with call src=2
 
     def __post_init__(self):
+        if not 0 <= self.id < 1 << 31:
+            raise ValueError(f"helper {self.name}: id {self.id} is outside 0..2**31-1")
         for a in self.args:
             if a not in ARG_TYPES:
                 raise ValueError(f"helper {self.name}: unknown argument type {a!r}")

@@ -7,9 +7,9 @@ What lives here:
 - `TraceBuffer`: one process-wide ring of fixed-size raw records (timestamp, pid, tid, cpu, the format bytes
   and r3..r5) in memory that native code writes under a pthread mutex, so the JIT's twin appends without any
   Python call; the host reads it line by line (`read_lines`), formatting happens at read time;
-- the helper: its Python implementation and its native twin (`_emit_trace_printk`, LLVM IR registered as
-  "trace_printk" in jit.native_helpers.NATIVE). Both validate the format themselves and append the same
-  record; the length they return is the length of the message `render` produces.
+- the helper: its Python implementation and its native twin (`emit_trace_printk`, LLVM IR that builtin.py
+  compiles into its support library and registers as "trace_printk"). Both validate the format themselves
+  and append the same record; the length they return is the length of the message `render` produces.
 What must not live here: other helpers (builtin.py), maps, the runtime.
 
 Line format (one line per call, like trace_pipe; docs/runtime.md):
@@ -34,7 +34,6 @@ from llvmlite import ir
 from ..errors import RuntimeFault
 from ..memory import PERM_R
 from ..jit.lower import I8, I32, I64, I64P, c64, region_check_fn
-from ..jit.native_helpers import NATIVE
 
 EINVAL = 22
 MAX_FMT = 512             # the most format bytes the kernel's verifier admits (MAX_BPF_STACK); more: -EINVAL
@@ -329,7 +328,8 @@ def _conv_len_fn(module: ir.Module) -> ir.Function:
     return fn
 
 
-def _emit_trace_printk(module: ir.Module, fn: ir.Function, checked: bool) -> None:
+def emit_trace_printk(module: ir.Module, fn: ir.Function, checked: bool) -> None:
+    """The native twin of trace_printk (compiled into builtin's support library)."""
     from .builtin import IRHelper   # builtin imports this module; the IR utilities live there
     h = IRHelper(module, fn)
     b = h.b
@@ -451,7 +451,7 @@ def _emit_append(h, fmt, size, args) -> None:
         put(name, v, I32)
     for j, a in enumerate(args):
         put("args", a, I64, j)
-    h.memcpy(b.add(slot, c64(SLOT.fields["fmt"][1])), fmt, size)
+    h.memmove(b.add(slot, c64(SLOT.fields["fmt"][1])), fmt, size)
     new_head = b.add(head, c64(1))
     b.store(new_head, head_p)
     over = b.icmp_unsigned(">", b.sub(new_head, b.load(tail_p)), c64(TRACE.nslots))
@@ -460,6 +460,4 @@ def _emit_append(h, fmt, size, args) -> None:
         b.store(b.add(b.load(lost_p), c64(1)), lost_p)
     b.call(h.libc("pthread_mutex_unlock", lock_t), [mutex])
 
-
-NATIVE.add("trace_printk", _emit_trace_printk, may_fault=True)
 

@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from .. import isa
 from ..errors import FAULT_CODE, LoadError
-from ..program import Config, Program, jump_target, leaders
+from ..program import Config, Program, block_costs, jump_target, leaders, meter_points
 from . import state as S
 
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
@@ -149,16 +149,12 @@ class Lowering:
         self.forms = prog.forms
         self.leaders = leaders(prog)
         self.leader_set = set(self.leaders)
-        self.costs = self._block_costs()
+        self.costs = block_costs(prog)
+        self.meter_points = meter_points(prog)
         self.subs: dict[int, ir.Function] = {}
         self._native_fns: dict[str, ir.Function] = {}
 
     # ---- analysis ----
-    def _block_costs(self) -> dict[int, int]:
-        bounds = self.leaders + [len(self.insns)]
-        return {s: sum(1 for p in range(s, bounds[i + 1]) if self.forms[p] is not None)
-                for i, s in enumerate(self.leaders)}
-
     def _successors(self, pc: int) -> list[int]:
         f = self.forms[pc]
         ins = self.insns[pc]
@@ -429,10 +425,11 @@ class _FunctionLowering:
         low, b = self.low, self.b
         if low.metered:
             c = b.add(b.load(self.cnt), c64(low.costs[start]))
-            over = b.icmp_unsigned(">", c, self.limit)
-            ok = self.fn.append_basic_block(f"pc{start}_run")
-            b.cbranch(over, self.fault_block("insn_limit", start), ok)
-            b.position_at_end(ok)
+            if start in low.meter_points:
+                over = b.icmp_unsigned(">", c, self.limit)
+                ok = self.fn.append_basic_block(f"pc{start}_run")
+                b.cbranch(over, self.fault_block("insn_limit", start), ok)
+                b.position_at_end(ok)
             b.store(c, self.cnt)
         pc = start
         while True:

@@ -224,7 +224,8 @@ class KeyValueMap(MapBase):
         self.update(key, value)
 
     def __delitem__(self, key) -> None:
-        rc = signed(self.lib.delete(self.desc_addr, ctypes.addressof(self._key_buf(key))))
+        kb = self._key_buf(key)            # kept alive across the call
+        rc = signed(self.lib.delete(self.desc_addr, ctypes.addressof(kb)))
         if rc == -L.ENOENT:
             raise KeyError(key)
         if rc:

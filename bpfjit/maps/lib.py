@@ -40,6 +40,7 @@ class Lib:
         mod.verify()
         tm = compiler.target_machine(2)
         pto = llvm.create_pipeline_tuning_options(speed_level=2)
+        pto.loop_vectorization = False      # short key loops: vector prologues cost more than they save
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
         self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(2))

@@ -85,8 +85,9 @@ class _Module:
         f = self.new("cpu_index", 2)
         desc, cpu = f.args
         n = f.f(desc, "NCPUS")
-        f.ret_if(f.sge(cpu, 0), f.b.urem(cpu, n))
         f.ret_if(f.eq(n, 1), 0)
+        with f.if_(f.sge(cpu, 0)):
+            f.ret(f.b.urem(cpu, n))
         f.ret(f.b.urem(self.call(f, "bpfmap_thread_id"), n))
 
     def _lock(self):
@@ -126,11 +127,12 @@ class _Module:
             f.put(i, f.add(f.get(i), 8))
         w = f.var(0)
         sh = f.var(0)
-        with f.while_(lambda: f.ult(f.get(i), size)):
-            byte = f.ld(f.add(key, f.get(i)), ir.IntType(8))
-            f.put(w, f.b.or_(f.get(w), f.b.shl(byte, f.get(sh))))
-            f.put(sh, f.add(f.get(sh), 8))
-            f.put(i, f.add(f.get(i), 1))
+        for width in (32, 16, 8):        # the last size % 8 bytes, widest first
+            with f.if_(f.ne(f.b.and_(size, c64(width // 8)), 0)):
+                part = f.ld(f.add(key, f.get(i)), ir.IntType(width), align=1)
+                f.put(w, f.b.or_(f.get(w), f.b.shl(part, f.get(sh))))
+                f.put(sh, f.add(f.get(sh), width))
+                f.put(i, f.add(f.get(i), width // 8))
         with f.if_(f.ne(f.b.and_(size, c64(7)), 0)):
             mix(f.get(w))
         x = f.get(h)
@@ -146,10 +148,11 @@ class _Module:
         with f.while_(lambda: f.b.icmp_unsigned("<=", f.add(f.get(i), 8), size)):
             f.ret_if(f.ne(f.ld(f.add(a, f.get(i)), I64, align=1), f.ld(f.add(bk, f.get(i)), I64, align=1)), 0)
             f.put(i, f.add(f.get(i), 8))
-        with f.while_(lambda: f.ult(f.get(i), size)):
-            byte = ir.IntType(8)
-            f.ret_if(f.ne(f.ld(f.add(a, f.get(i)), byte), f.ld(f.add(bk, f.get(i)), byte)), 0)
-            f.put(i, f.add(f.get(i), 1))
+        for width in (32, 16, 8):
+            with f.if_(f.ne(f.b.and_(size, c64(width // 8)), 0)):
+                t = ir.IntType(width)
+                f.ret_if(f.ne(f.ld(f.add(a, f.get(i)), t, align=1), f.ld(f.add(bk, f.get(i)), t, align=1)), 0)
+                f.put(i, f.add(f.get(i), width // 8))
         f.ret(1)
 
     def vaddr(self, f: Fn, desc, i, cpu):

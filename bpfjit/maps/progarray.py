@@ -5,6 +5,8 @@ JIT entry `bpf_tail_entry` (what JIT code jumps to; 0 = empty slot).
 The JIT side of a program is compiled when it is put in a slot, with the config, helper registry and map
 resolution of the map's Runtime (DEFAULT_CONFIG and the default registry without one), and its engine is
 kept alive as long as the map. Programs tail-calling through this map should run with the same config.
+A JIT tail-call target may only call helpers with a native implementation: the state block keeps the
+caller's table of Python-helper callbacks, so such a program is refused with LoadError (engine limit).
 """
 from __future__ import annotations
 
@@ -12,9 +14,18 @@ import threading
 
 import numpy as np
 
+from ..errors import LoadError
 from ..program import DEFAULT_CONFIG, Program
 from . import layout as L
 from .base import MapBase, MapError
+
+
+def _default_helpers():
+    """The registry of a prog array without a Runtime: the default one plus the map helpers."""
+    from ..helpers import default_registry
+    from ..helpers.map_helpers import register_map_helpers
+    reg = default_registry()
+    return reg if 1 in reg else register_map_helpers(reg.copy())
 
 
 class ProgArrayMap(MapBase):
@@ -56,17 +67,20 @@ class ProgArrayMap(MapBase):
         hit = self._engines.get(id(program))
         if hit is not None and hit[0] is program:
             return hit[1].tail_entry_address
-        from ..helpers import default_registry
         from ..jit import JITEngine
         rt = self.runtime
         config = rt.config if rt is not None else DEFAULT_CONFIG
-        registry = rt.helpers if rt is not None else default_registry()
+        registry = rt.helpers if rt is not None else _default_helpers()
         resolve = None
         if rt is not None:
             rt.check_program(program)
             resolve = lambda pc, src, imm, nimm: rt.resolve_lddw(program, pc, src, imm, nimm)  # noqa: E731
         program.validate(config)
         engine = JITEngine(program, config, registry, resolve)
+        if engine.callbacks:
+            raise LoadError(f"program {program.name!r} cannot be a JIT tail-call target: it calls a helper "
+                            f"without a native implementation, which JIT code reached by a tail call cannot "
+                            f"use (the state block keeps the caller's Python-helper table)", None, "imm")
         if hit is not None:
             self._retired.append(hit[1])
         self._engines[id(program)] = (program, engine)
