@@ -77,12 +77,16 @@ class Compiled:
         mod = llvm.parse_assembly(ir_text)
         mod.name = key
         mod.verify()
+        pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+        pto.loop_vectorization = opt >= 2
+        pto.slp_vectorization = opt >= 2
+        pb = llvm.create_pass_builder(tm, pto)
         if opt > 0:
-            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-            pto.loop_vectorization = opt >= 2
-            pto.slp_vectorization = opt >= 2
-            pb = llvm.create_pass_builder(tm, pto)
             pb.getModulePassManager().run(mod, pb)
+        else:   # O0: only promote the register allocas (cheap, and keeps registers out of memory)
+            mpm = llvm.create_new_module_pass_manager()
+            mpm.add_sroa_pass()
+            mpm.run(mod, pb)
         self._mod = mod
         self.ee = llvm.create_mcjit_compiler(mod, new_target_machine(opt))
         if _DISK is not None:
