@@ -1,5 +1,7 @@
 """The C baselines: benchmarks/c/<name>.c compiled by the system C compiler at -O2 into a shared object
 and called through ctypes (`bench(mem, len, n)` repeats the algorithm natively, see c/bench.h).
+$CC picks the compiler; $BPFJIT_BENCH_CFLAGS adds flags (the default targets the generic x86-64 baseline,
+while the JIT compiles for the host CPU).
 
 Only compiling and loading live here; which programs exist is workloads.py's business.
 """
@@ -15,7 +17,8 @@ import numpy as np
 
 from workloads import C_DIR
 
-CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror")
+CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+          *os.environ.get("BPFJIT_BENCH_CFLAGS", "").split())   # e.g. BPFJIT_BENCH_CFLAGS=-march=native
 _U64 = ctypes.c_uint64
 _VP = ctypes.c_void_p
 

@@ -99,14 +99,6 @@ class Workload:
     make_mem: Callable[[], np.ndarray | None]     # a fresh input (None: the program takes no mem)
     reference: Callable[[bytes], int]             # expected r0 for that input
 
-    @property
-    def asm_path(self) -> Path:
-        return PROGRAMS_DIR / f"{self.name}.asm"
-
-    @property
-    def c_path(self) -> Path:
-        return C_DIR / f"{self.name}.c"
-
     def program(self) -> Program:
         return load_program(self.name)
 
