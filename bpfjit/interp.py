@@ -272,7 +272,8 @@ class Interpreter:
 
     # ---- running ----
     def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
-            mem_len: int = 0) -> int:
+            mem_len: int = 0, mem_perms: int = 3) -> int:
+        """Run from pc 0; mem_perms is unused here (the address space holds the mem region's rights)."""
         cfg = self.config
         limit = cfg.insn_limit if cfg.insn_limit is not None else 1 << 62
         S = RunState(aspace, limit, cfg.stack_size, cfg.max_call_depth, helper_ctx, mem_start, mem_len,

@@ -175,15 +175,16 @@ class Runtime:
 
 
 # ------------------------------------------------------------------------------------ event output
-def _rows(records) -> np.ndarray:
-    """records (bytes, a numpy record, or an array of records) as a (n, record size) uint8 copy."""
+def _row_view(records) -> np.ndarray:
+    """records (bytes, a numpy record, or an array of records) as a (n, record size) uint8 array, a view
+    where possible."""
     if isinstance(records, (bytes, bytearray, memoryview)):
-        return np.frombuffer(bytes(records), dtype=np.uint8).reshape(1, -1).copy()
+        return np.frombuffer(bytes(records), dtype=np.uint8).reshape(1, -1)
     arr = np.ascontiguousarray(records)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     n = len(arr)
-    return arr.view(np.uint8).reshape(n, -1).copy() if n else np.zeros((0, 0), dtype=np.uint8)
+    return arr.reshape(n, -1).view(np.uint8) if n else np.zeros((0, 0), dtype=np.uint8)
 
 
 class EventRing:
@@ -199,12 +200,13 @@ class EventRing:
 
     def push(self, record) -> bool:
         """Store one event (bytes or a numpy record); False if the ring was full."""
-        return self.push_many(_rows(record)) == 1
+        return self.push_many(_row_view(record).copy()) == 1
 
-    def push_many(self, records) -> int:
-        """Store events (an array of records, one per row); returns how many were stored."""
-        rows = records if isinstance(records, np.ndarray) and records.dtype == np.uint8 and records.ndim == 2 \
-            else _rows(records)
+    def push_many(self, records, copy: bool = True) -> int:
+        """Store events (an array of records, one per row); returns how many were stored. copy=False keeps
+        a (n, size) uint8 array the caller will not touch again as is."""
+        rows = _row_view(records)
+        rows = rows.copy() if copy else rows
         with self._lock:
             room = max(0, self.capacity - self._count)
             kept = rows[:room]
@@ -273,6 +275,6 @@ class KprobeProgram:
         r0 != 0. Returns the r0 array."""
         self._check(regs)
         r0 = self.vm.run_batch(regs, readonly=True)
-        keep = r0 != 0
-        self.runtime.events.push_many((regs if records is None else np.asarray(records))[keep])
+        kept = _row_view(regs if records is None else records)[r0 != 0]     # a copy
+        self.runtime.events.push_many(kept, copy=False)
         return r0

@@ -196,7 +196,8 @@ class VM:
         ctx = self._ctx(aspace)
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
-        return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
+        perms = region.perms if region is not None else PERM_RW
+        return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2, perms)
 
     def run_batch(self, records, *, readonly: bool = False) -> np.ndarray:
         """Run once per record; returns a uint64 array of r0 values (r1 = record address, r2 = its size).
@@ -226,7 +227,7 @@ class VM:
         if hasattr(self.engine, "run_batch"):
             aspace = self.address_space(Region("record", flat[0], perms))
             ctx = self._ctx(aspace)
-            return self.engine.run_batch(aspace, flat, stack.end, ctx)
+            return self.engine.run_batch(aspace, flat, stack.end, ctx, perms)
         out = np.zeros(n, dtype=np.uint64)
         for i in range(n):
             region = Region("record", flat[i], perms)
@@ -254,8 +255,9 @@ class VM:
         ctx = self._ctx(aspace)
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
+        perms = region.perms if region is not None else PERM_RW
         if hasattr(self.engine, "bench"):
-            return self.engine.bench(aspace, r1, r2, stack.end, ctx, n, r1, r2)
+            return self.engine.bench(aspace, r1, r2, stack.end, ctx, n, r1, r2, perms)
         r0 = 0
         for _ in range(n):
             r0 = self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)

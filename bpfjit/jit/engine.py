@@ -22,7 +22,6 @@ from .native_helpers import NATIVE
 M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
 _VP = ctypes.c_void_p
-RUN_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64)
 RUN_MEM_T = ctypes.CFUNCTYPE(_U64, _VP)
 BATCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _VP)
 BENCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64)
@@ -63,7 +62,6 @@ class JITEngine:
         self._plan = plan
         self.compiled, self.cache_hit = self._compile(loops=False)
         a = self.compiled.addr
-        self._run = RUN_T(a["bpf_run"])
         self._run_mem = RUN_MEM_T(a["bpf_run_mem"])
         self.tail_entry_address = a["bpf_tail_entry"]   # what a prog_array slot holds for this program
         self._loops = None
@@ -145,11 +143,14 @@ class JITEngine:
         return out
 
     # ---- state ----
-    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int):
+    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3):
+        """The thread's state block for a run over `aspace`; region row 0 is reserved for the run's mem
+        (bpf_run_mem and the batch loop write it), the address space's rows follow."""
         st = getattr(_TLS, "state", None)
         if st is None:
             st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
-        table = aspace.table()
+        row0 = np.array([mem_start, mem_start + mem_len, mem_perms], dtype=np.uint64)
+        table = np.concatenate([row0, aspace.table()])
         st[:] = 0
         lim = self.config.insn_limit
         st[S.LIMIT] = lim if lim is not None else M64
@@ -180,24 +181,27 @@ class JITEngine:
 
     # ---- running ----
     def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
-            mem_len: int = 0) -> int:
-        st, table = self._state(aspace, mem_start, mem_len, stack_top)
+            mem_len: int = 0, mem_perms: int = 3) -> int:
+        st, table = self._state(aspace, mem_start, mem_len, stack_top, mem_perms)
         _TLS.ctx = helper_ctx
-        r0 = self._run(st.ctypes.data, r1 & M64, r2 & M64, stack_top)
+        st[S.ARG_R1] = r1 & M64
+        st[S.ARG_R2] = r2 & M64
+        st[S.ARG_PERMS] = mem_perms
+        r0 = self._run_mem(st.ctypes.data)
         self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0
 
-    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx) -> np.ndarray:
-        """One run per record (row 0 of aspace must be the first record's region)."""
+    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx, mem_perms: int = 3) -> np.ndarray:
+        """One run per record; the native loop points region row 0 at each record in turn."""
         n = len(records)
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
             return out
         stride = records.strides[0]
         base = records.ctypes.data
-        st, table = self._state(aspace, base, stride, stack_top)
+        st, table = self._state(aspace, base, stride, stack_top, mem_perms)
         _TLS.ctx = helper_ctx
         batch, _ = self._loop_entries()
         done = batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
@@ -210,8 +214,8 @@ class JITEngine:
         return out
 
     def bench(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, n: int, mem_start: int = 0,
-              mem_len: int = 0) -> int:
-        st, table = self._state(aspace, mem_start, mem_len, stack_top)
+              mem_len: int = 0, mem_perms: int = 3) -> int:
+        st, table = self._state(aspace, mem_start, mem_len, stack_top, mem_perms)
         _TLS.ctx = helper_ctx
         _, bench = self._loop_entries()
         r0 = bench(st.ctypes.data, r1 & M64, r2 & M64, stack_top, n)

@@ -25,7 +25,7 @@ PERM_R, PERM_W, PERM_RW = 1, 2, 3
 HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
 NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
 TAIL_ENTRY_FN = ir.FunctionType(I64, [I64P, I64, I64])   # bpf_tail_entry(state, r1, r10) -> r0
-ENTRY_POINTS = ("bpf_run", "bpf_run_mem", "bpf_tail_entry")     # every module
+ENTRY_POINTS = ("bpf_run_mem", "bpf_tail_entry")                # every module
 LOOP_ENTRY_POINTS = ("bpf_batch", "bpf_bench")                  # modules built with loops=True
 
 
@@ -151,6 +151,8 @@ class Lowering:
         self.leader_set = set(self.leaders)
         self.costs = block_costs(prog)
         self.meter_points = meter_points(prog)
+        self.calls_entry = any(f is not None and f.op == "call_local" and jump_target(pc, prog.insns[pc], f) == 0
+                               for pc, f in enumerate(self.forms))
         self.subs: dict[int, ir.Function] = {}
         self._native_fns: dict[str, ir.Function] = {}
 
@@ -202,19 +204,19 @@ class Lowering:
         return fn
 
     def _emit_entry_points(self):
-        """bpf_run (the one out-of-line copy of the program's entry), bpf_run_mem and bpf_tail_entry; with
-        loops=True also bpf_batch and bpf_bench, into which the program is inlined (compiled lazily, on
-        first use, so that a plain compile stays small)."""
+        """bpf_run_mem and bpf_tail_entry; with loops=True also bpf_batch and bpf_bench, into which the
+        program is inlined (compiled lazily, on first use, so that a plain compile stays small)."""
         m = self.module
-        # bpf_run(st, r1, r2, r10) -> r0
+        # bpf_run(st, r1, r2, r10) -> r0, inlined into bpf_run_mem
         run = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64]), "bpf_run")
-        run.attributes.add("noinline")
+        run.linkage = "internal"
+        run.attributes.add("alwaysinline")
         st, r1, r2, r10 = run.args
         b = ir.IRBuilder(run.append_basic_block("entry"))
         b.ret(self._call_entry(b, st, r1, r2, r10))
-        # bpf_run_mem(st) -> r0: the per-call fast path. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
-        # STACK_TOP) so the call from Python passes one pointer; it resets the per-run slots and points
-        # region row 0 and the packet bounds at [r1, r1 + r2) itself
+        # bpf_run_mem(st) -> r0: the entry from Python. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
+        # STACK_TOP) so the call passes one pointer; it resets the per-run slots and points region row 0
+        # and the packet bounds at [r1, r1 + r2) itself (the stores forward into the program's bounds)
         fast = ir.Function(m, ir.FunctionType(I64, [I64P]), "bpf_run_mem")
         st = fast.args[0]
         b = ir.IRBuilder(fast.append_basic_block("entry"))
@@ -320,7 +322,8 @@ class _FunctionLowering:
         self.fn = fn
         self.start = start
         self.st = fn.args[0]
-        self.depth = fn.args[12]
+        # nothing calls pc 0 locally -> subprogram 0 only ever runs at depth 0 (entry or tail-call entry)
+        self.depth = c64(0) if start == 0 and not low.calls_entry else fn.args[12]
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     # small helpers
@@ -446,21 +449,43 @@ class _FunctionLowering:
     def address(self, base_reg: int, off: int):
         return self.b.add(self.reg(base_reg), c64(off))
 
-    def check(self, addr, size: int, perm: int, kind: str, pc: int):
+    def check(self, addr, size: int, perm: int, kind: str, pc: int, base: int | None = None, off: int = 0):
+        """Fault unless [addr, addr+size) lies in one region with `perm`. r10-relative accesses are first
+        checked against the stack statically (r10 of a frame at depth d is stack_top - d*stack_size, and r10
+        is never written), which folds to a constant where the depth is known; whatever that cannot prove
+        goes through the region table like any other access."""
         if not self.low.checked:
             return
+        b = self.b
+        if base == 10:
+            cfg = self.low.cfg
+            d = b.mul(self.depth, c64(cfg.stack_size))
+            total = cfg.stack_size * cfg.max_call_depth
+            in_stack = b.and_(b.icmp_signed("<=", c64(off + size), d),
+                              b.icmp_signed(">=", c64(off), b.sub(d, c64(total))))
+            general = self.fn.append_basic_block(f"pc{pc}_check")
+            done = self.fn.append_basic_block(f"pc{pc}_stack_ok")
+            b.cbranch(in_stack, done, general)
+            b.position_at_end(general)
+            self._check_regions(addr, size, perm, kind, pc, done)
+            b.position_at_end(done)
+            return
+        cont = self.fn.append_basic_block(f"pc{pc}_ok")
+        self._check_regions(addr, size, perm, kind, pc, cont)
+        b.position_at_end(cont)
+
+    def _check_regions(self, addr, size: int, perm: int, kind: str, pc: int, cont):
+        """Branch to cont if the region table allows the access, else to the fault exit."""
         b = self.b
         fast_ok = None
         for lo, n in self.fast[(perm, size)]:
             r = b.icmp_unsigned("<", b.sub(addr, lo), n)
             fast_ok = r if fast_ok is None else b.or_(fast_ok, r)
-        cont = self.fn.append_basic_block(f"pc{pc}_ok")
         slow = self.fn.append_basic_block(f"pc{pc}_slow")
         b.cbranch(fast_ok, cont, slow)
         b.position_at_end(slow)
         good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), c64(perm)])
         b.cbranch(good, cont, self.fault_block(kind, pc, addr, size))
-        b.position_at_end(cont)
 
     def ptr(self, addr, bits: int):
         return self.b.inttoptr(addr, _ity(bits).as_pointer())
@@ -511,13 +536,13 @@ class _FunctionLowering:
             return None
         if op in ("ldx", "ldxs"):
             addr = self.address(s, ins.off)
-            self.check(addr, f.width // 8, PERM_R, "load", pc)
+            self.check(addr, f.width // 8, PERM_R, "load", pc, s, ins.off)
             v = b.load(self.ptr(addr, f.width), align=1)
             self.set(d, (b.sext if op == "ldxs" else b.zext)(v, I64) if f.width < 64 else v)
             return n
         if op in ("st", "stx"):
             addr = self.address(d, ins.off)
-            self.check(addr, f.width // 8, PERM_W, "store", pc)
+            self.check(addr, f.width // 8, PERM_W, "store", pc, d, ins.off)
             v = self.reg(s) if op == "stx" else c64(ins.imm)
             if f.width < 64:
                 v = b.trunc(v, _ity(f.width))
@@ -544,7 +569,7 @@ class _FunctionLowering:
         bits = f.width
         t = _ity(bits)
         addr = self.address(ins.dst, ins.off)
-        self.check(addr, bits // 8, PERM_RW, "atomic", pc)
+        self.check(addr, bits // 8, PERM_RW, "atomic", pc, ins.dst, ins.off)
         p = self.ptr(addr, bits)
         name = f.op[len("lock_"):]
         src = self.reg(ins.src)
