@@ -16,7 +16,7 @@ from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, helper_fa
 from ..program import Config, Program
 from . import compiler
 from . import state as S
-from .lower import ENTRY_POINTS, LOOP_ENTRY_POINTS, HelperPlan, Lowering
+from .lower import MODULE_KINDS, HelperPlan, Lowering
 from .native_helpers import NATIVE
 
 M64 = (1 << 64) - 1
@@ -60,29 +60,36 @@ class JITEngine:
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
         self._lddw = self._resolve_lddw(resolve_lddw)
         self._plan = plan
-        self.compiled, self.cache_hit = self._compile(loops=False)
-        a = self.compiled.addr
-        self._run_mem = RUN_MEM_T(a["bpf_run_mem"])
-        self.tail_entry_address = a["bpf_tail_entry"]   # what a prog_array slot holds for this program
+        self._modules: dict[str, compiler.Compiled] = {}
+        self.compiled, self.cache_hit = self._module("run")
+        self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
         self._loops = None
         self._last_state = None
 
-    def _compile(self, loops: bool):
+    def _module(self, kind: str):
+        """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS; compiled on first use."""
         cfg, prog = self.config, self.prog
         key = compiler.cache_key(prog.to_bytes(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
-                                 cfg.stack_size, cfg.opt_level, loops, sorted(self._plan.entries.items()),
+                                 cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
                                  sorted(self._lddw.items()))
-        entries = ENTRY_POINTS + (LOOP_ENTRY_POINTS if loops else ())
-        return compiler.get_or_compile(
-            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, loops).build()),
-            cfg.opt_level, entries)
+        c, hit = compiler.get_or_compile(
+            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, kind).build()),
+            cfg.opt_level, MODULE_KINDS[kind])
+        self._modules[kind] = c           # keeps the machine code alive as long as this engine
+        return c, hit
 
     def _loop_entries(self):
         """(bpf_batch, bpf_bench) from the loops module, compiled on first use."""
         if self._loops is None:
-            c, _ = self._compile(loops=True)
-            self._loops = (c, BATCH_T(c.addr["bpf_batch"]), BENCH_T(c.addr["bpf_bench"]))
-        return self._loops[1], self._loops[2]
+            c, _ = self._module("loops")
+            self._loops = (BATCH_T(c.addr["bpf_batch"]), BENCH_T(c.addr["bpf_bench"]))
+        return self._loops
+
+    @property
+    def tail_entry_address(self) -> int:
+        """Address of bpf_tail_entry for this program: what a prog_array slot holds (compiled on first use)."""
+        c = self._modules.get("tail") or self._module("tail")[0]
+        return c.addr["bpf_tail_entry"]
 
     @property
     def last_count(self) -> int:

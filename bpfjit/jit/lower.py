@@ -25,8 +25,13 @@ PERM_R, PERM_W, PERM_RW = 1, 2, 3
 HELPER_FN = ir.FunctionType(I64, [I64] * 6)    # Python callback: (state address, r1..r5) -> r0
 NATIVE_FN = ir.FunctionType(I64, [I64P] + [I64] * 5)
 TAIL_ENTRY_FN = ir.FunctionType(I64, [I64P, I64, I64])   # bpf_tail_entry(state, r1, r10) -> r0
-ENTRY_POINTS = ("bpf_run_mem", "bpf_tail_entry")                # every module
-LOOP_ENTRY_POINTS = ("bpf_batch", "bpf_bench")                  # modules built with loops=True
+# The entry points of each kind of module. Each kind is compiled on first use and holds the program inlined
+# into its entry points, so the ordinary compile ("run") has exactly one copy of the program.
+MODULE_KINDS = {
+    "run": ("bpf_run_mem",),
+    "loops": ("bpf_batch", "bpf_bench"),
+    "tail": ("bpf_tail_entry",),
+}
 
 
 def c64(v: int) -> ir.Constant:
@@ -135,8 +140,8 @@ class HelperPlan:
 
 class Lowering:
     def __init__(self, prog: Program, config: Config, plan: HelperPlan, lddw_values: dict[int, int],
-                 native_helpers=None, loops: bool = False):
-        self.loops = loops
+                 native_helpers=None, kind: str = "run"):
+        self.kind = kind
         self.prog = prog
         self.cfg = config
         self.checked = config.checked
@@ -204,42 +209,35 @@ class Lowering:
         return fn
 
     def _emit_entry_points(self):
-        """bpf_run_mem and bpf_tail_entry; with loops=True also bpf_batch and bpf_bench, into which the
-        program is inlined (compiled lazily, on first use, so that a plain compile stays small)."""
+        """The entry points of this module's kind (MODULE_KINDS)."""
         m = self.module
-        # bpf_run(st, r1, r2, r10) -> r0, inlined into bpf_run_mem
-        run = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64]), "bpf_run")
-        run.linkage = "internal"
-        run.attributes.add("alwaysinline")
-        st, r1, r2, r10 = run.args
-        b = ir.IRBuilder(run.append_basic_block("entry"))
-        b.ret(self._call_entry(b, st, r1, r2, r10))
-        # bpf_run_mem(st) -> r0: the entry from Python. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
-        # STACK_TOP) so the call passes one pointer; it resets the per-run slots and points region row 0
-        # and the packet bounds at [r1, r1 + r2) itself (the stores forward into the program's bounds)
-        fast = ir.Function(m, ir.FunctionType(I64, [I64P]), "bpf_run_mem")
-        st = fast.args[0]
-        b = ir.IRBuilder(fast.append_basic_block("entry"))
-        r1, r2, perms, r10 = (b.load(b.gep(st, [c64(i)])) for i in (S.ARG_R1, S.ARG_R2, S.ARG_PERMS,
-                                                                      S.STACK_TOP))
-        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
-        for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
-            b.store(v, b.gep(table, [c64(idx)]))
-        for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
-                        (S.TAIL, c64(0))):
-            b.store(v, b.gep(st, [c64(slot)]))
-        b.ret(b.call(run, [st, r1, r2, r10]))
-        self._emit_tail_entry()
-        if not self.loops:
-            return
-        # bpf_batch(st, base, stride, count, r10, out) -> records done (stops at the first fault)
-        batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
-        st, base, stride, count, r10, out = batch.args
-        self._emit_loop(batch, st, count, lambda b, i: (b.add(base, b.mul(i, stride)), stride), r10, out)
-        # bpf_bench(st, r1, r2, r10, n) -> last r0 (stops at the first fault)
-        bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
-        st, r1, r2, r10, n = bench.args
-        self._emit_loop(bench, st, n, lambda b, i: (r1, r2), r10, None)
+        if self.kind == "tail":
+            self._emit_tail_entry()
+        elif self.kind == "loops":
+            # bpf_batch(st, base, stride, count, r10, out) -> records done (stops at the first fault)
+            batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
+            st, base, stride, count, r10, out = batch.args
+            self._emit_loop(batch, st, count, lambda b, i: (b.add(base, b.mul(i, stride)), stride), r10, out)
+            # bpf_bench(st, r1, r2, r10, n) -> last r0 (stops at the first fault)
+            bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
+            st, r1, r2, r10, n = bench.args
+            self._emit_loop(bench, st, n, lambda b, i: (r1, r2), r10, None)
+        else:
+            # bpf_run_mem(st) -> r0: the entry from Python. Inputs are state slots (ARG_R1, ARG_R2, ARG_PERMS,
+            # STACK_TOP) so the call passes one pointer; it resets the per-run slots and points region row 0
+            # and the packet bounds at [r1, r1 + r2) itself (the stores forward into the program's bounds)
+            fast = ir.Function(m, ir.FunctionType(I64, [I64P]), "bpf_run_mem")
+            st = fast.args[0]
+            b = ir.IRBuilder(fast.append_basic_block("entry"))
+            r1, r2, perms, r10 = (b.load(b.gep(st, [c64(i)])) for i in (S.ARG_R1, S.ARG_R2, S.ARG_PERMS,
+                                                                          S.STACK_TOP))
+            table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+            for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
+                b.store(v, b.gep(table, [c64(idx)]))
+            for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
+                            (S.TAIL, c64(0))):
+                b.store(v, b.gep(st, [c64(slot)]))
+            b.ret(self._call_entry(b, st, r1, r2, r10))
 
     def _call_entry(self, b, st, r1, r2, r10):
         """Call subprogram 0, then chain pending tail calls natively (the trampoline), then turn an
@@ -274,7 +272,7 @@ class Lowering:
         fn = ir.Function(self.module, TAIL_ENTRY_FN, "bpf_tail_entry")
         st, r1, r10 = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)], attrs=("noinline",))
+        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)])
         b.ret(b.extract_value(res, 0))
 
     def _emit_loop(self, fn, st, count, args_of, r10, out):
