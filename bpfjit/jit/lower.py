@@ -156,6 +156,7 @@ class Lowering:
         self.leader_set = set(self.leaders)
         self.costs = block_costs(prog)
         self.meter_points = meter_points(prog)
+        self.uses_packet = any(f is not None and f.op in ("ldabs", "ldind") for f in self.forms)
         self.calls_entry = any(f is not None and f.op == "call_local" and jump_target(pc, prog.insns[pc], f) == 0
                                for pc, f in enumerate(self.forms))
         self.subs: dict[int, ir.Function] = {}
@@ -189,7 +190,9 @@ class Lowering:
     def build(self) -> ir.Module:
         starts = [0] + sorted({jump_target(pc, self.insns[pc], f) for pc, f in enumerate(self.forms)
                                if f is not None and f.op == "call_local"} - {0})
-        fnty = ir.FunctionType(RET, [I64P] + [I64] * 11 + [I64])
+        # fn(st, r0..r10, depth, row0 lo/hi/perms, row1 lo/hi/perms): rows 0 and 1 of the region table
+        # travel as SSA values (fixed during a run), so bounds are loop-invariant and forward from the entry
+        fnty = ir.FunctionType(RET, [I64P] + [I64] * 11 + [I64] + [I64] * 6)
         for s in starts:
             fn = ir.Function(self.module, fnty, f"bpf_sub_{s}")
             fn.linkage = "internal"
@@ -237,13 +240,21 @@ class Lowering:
             for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
                             (S.TAIL, c64(0))):
                 b.store(v, b.gep(st, [c64(slot)]))
-            b.ret(self._call_entry(b, st, r1, r2, r10))
+            rows = [r1, b.add(r1, r2), perms] + self._table_rows(b, st, (1,))
+            b.ret(self._call_entry(b, st, r1, r2, r10, rows))
 
-    def _call_entry(self, b, st, r1, r2, r10):
+    @staticmethod
+    def _table_rows(b, st, rows=(0, 1)):
+        """Load region rows from the table: [lo, hi, perms] per row, flattened."""
+        table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+        return [b.load(b.gep(table, [c64(3 * r + k)])) for r in rows for k in range(3)]
+
+    def _call_entry(self, b, st, r1, r2, r10, rows):
         """Call subprogram 0, then chain pending tail calls natively (the trampoline), then turn an
         implicit exit (EXIT0) into r0 = 0 with no fault."""
         fn = b.function
-        res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)])
+        res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)] + list(rows),
+                     attrs=("alwaysinline",))
         first = b.extract_value(res, 0)
         kslot = b.gep(st, [c64(S.F_KIND)])
         pre = b.block
@@ -272,7 +283,7 @@ class Lowering:
         fn = ir.Function(self.module, TAIL_ENTRY_FN, "bpf_tail_entry")
         st, r1, r10 = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)])
+        res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)] + self._table_rows(b, st))
         b.ret(b.extract_value(res, 0))
 
     def _emit_loop(self, fn, st, count, args_of, r10, out):
@@ -280,6 +291,8 @@ class Lowering:
                                                                            "fault"))
         b = ir.IRBuilder(entry)
         table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
+        perms = b.load(b.gep(table, [c64(2)]))
+        row1 = self._table_rows(b, st, (1,))
         b.branch(head)
         b.position_at_end(head)
         i = b.phi(I64)
@@ -289,14 +302,17 @@ class Lowering:
         b.cbranch(b.icmp_unsigned("<", i, count), body, done)
         b.position_at_end(body)
         r1, r2 = args_of(b, i)
-        if out is not None:   # per-record region 0 and packet bounds
-            b.store(r1, b.gep(table, [c64(0)]))
-            b.store(b.add(r1, r2), b.gep(table, [c64(1)]))
+        # region row 0 (for the slow check and native helpers) and the packet bounds of this run; only
+        # where something reads them
+        if self.checked:
+            for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
+                b.store(v, b.gep(table, [c64(idx)]))
+        if self.uses_packet:
             b.store(r1, b.gep(st, [c64(S.MEM_START)]))
             b.store(r2, b.gep(st, [c64(S.MEM_LEN)]))
         b.store(c64(0), b.gep(st, [c64(S.COUNT)]))
         b.store(c64(0), b.gep(st, [c64(S.TAIL)]))
-        r0 = self._call_entry(b, st, r1, r2, r10)
+        r0 = self._call_entry(b, st, r1, r2, r10, [r1, b.add(r1, r2), perms] + row1)
         faulted = b.icmp_unsigned("!=", b.load(b.gep(st, [c64(S.F_KIND)])), c64(0))
         cont = fn.append_basic_block("cont")
         b.cbranch(faulted, fault, cont)
@@ -322,6 +338,7 @@ class _FunctionLowering:
         self.st = fn.args[0]
         # nothing calls pc 0 locally -> subprogram 0 only ever runs at depth 0 (entry or tail-call entry)
         self.depth = c64(0) if start == 0 and not low.calls_entry else fn.args[12]
+        self.rows = list(fn.args[13:19])
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     # small helpers
@@ -382,12 +399,9 @@ class _FunctionLowering:
         for each row, permission and access size, (lo, n) such that an access of that size at addr is
         inside the row iff addr - lo <u n (n = number of valid start addresses; 0 if none)."""
         b = self.b
-        table = b.inttoptr(b.load(self.slot(S.TABLE)), I64P)
         self.fast: dict[tuple[int, int], list] = {}
         for row in (0, 1):
-            lo = b.load(b.gep(table, [c64(3 * row)]))
-            hi = b.load(b.gep(table, [c64(3 * row + 1)]))
-            pm = b.load(b.gep(table, [c64(3 * row + 2)]))
+            lo, hi, pm = self.rows[3 * row:3 * row + 3]
             span = b.sub(hi, lo)
             for perm in (PERM_R, PERM_W, PERM_RW):
                 allowed = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
@@ -613,7 +627,7 @@ class _FunctionLowering:
         b.position_at_end(cont)
         b.store(b.load(self.cnt), self.slot(S.COUNT))
         args = [self.st] + [self.reg(i) for i in range(10)] + \
-               [b.sub(self.reg(10), c64(low.cfg.stack_size)), b.add(self.depth, c64(1))]
+               [b.sub(self.reg(10), c64(low.cfg.stack_size)), b.add(self.depth, c64(1))] + self.rows
         res = b.call(low.subs[target], args)
         b.store(b.load(self.slot(S.COUNT)), self.cnt)
         self.propagate_if_fault()
