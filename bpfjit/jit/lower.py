@@ -90,19 +90,36 @@ _ICMP = {"jeq": ("u", "=="), "jne": ("u", "!="), "jgt": ("u", ">"), "jge": ("u",
 _RMW = {"add": "add", "or": "or", "and": "and", "xor": "xor", "xchg": "xchg"}
 
 
+def fault_info(kind_code: int, pc: int, perm: int = 0) -> int:
+    """The packed `info` argument of bpf_check_slow / bpf_set_fault: perm | kind << 8 | pc << 16."""
+    return perm | (kind_code << 8) | (pc << 16)
+
+
+def _store_fault(b: ir.IRBuilder, st, info, addr, size) -> None:
+    """Write (kind, pc, addr, size) from a packed info word into the state block."""
+    b.store(b.and_(b.lshr(info, c64(8)), c64(0xFF)), b.gep(st, [c64(S.F_KIND)]))
+    b.store(b.lshr(info, c64(16)), b.gep(st, [c64(S.F_PC)]))
+    b.store(addr, b.gep(st, [c64(S.F_ADDR)]))
+    b.store(size, b.gep(st, [c64(S.F_SIZE)]))
+
+
 def region_check_fn(module: ir.Module) -> ir.Function:
-    """bpf_check_slow(st, addr, size, perm) -> i1: is [addr, addr+size) inside one region of the run's table
-    with `perm`? Created once per module; also used by native helpers to check pointer arguments."""
+    """bpf_check_slow(st, addr, size, info) -> i1: is [addr, addr+size) inside one region of the run's table
+    with the permission in info's low byte? When not, and info carries a fault kind (fault_info), the fault
+    is recorded in the state. Created once per module; native helpers also use it (info = perm only) to
+    check pointer arguments."""
     existing = module.globals.get("bpf_check_slow")
     if existing is not None:
         return existing
     fn = ir.Function(module, ir.FunctionType(I1, [I64P, I64, I64, I64]), "bpf_check_slow")
     fn.linkage = "internal"
     fn.attributes.add("noinline")
-    st, addr, size, perm = fn.args
-    entry, loop, body, nxt, yes, no = (fn.append_basic_block(n) for n in
-                                       ("entry", "loop", "body", "next", "yes", "no"))
+    st, addr, size, info = fn.args
+    entry, loop, body, nxt, yes, no, record, fail = (fn.append_basic_block(n) for n in
+                                                     ("entry", "loop", "body", "next", "yes", "no", "record",
+                                                      "fail"))
     b = ir.IRBuilder(entry)
+    perm = b.and_(info, c64(0xFF))
     table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
     n = b.load(b.gep(st, [c64(S.NREGIONS)]))
     end = b.add(addr, size)
@@ -126,9 +143,29 @@ def region_check_fn(module: ir.Module) -> ir.Function:
     b.position_at_end(yes)
     b.ret(ir.Constant(I1, 1))
     b.position_at_end(no)
+    b.cbranch(b.icmp_unsigned(">=", info, c64(1 << 8)), record, fail)
+    b.position_at_end(record)
+    _store_fault(b, st, info, addr, size)
+    b.branch(fail)
+    b.position_at_end(fail)
     b.ret(ir.Constant(I1, 0))
     return fn
 
+
+def set_fault_fn(module: ir.Module) -> ir.Function:
+    """bpf_set_fault(st, info, addr): record a fault (cold, out of line, so fault sites stay one call)."""
+    existing = module.globals.get("bpf_set_fault")
+    if existing is not None:
+        return existing
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64, I64]), "bpf_set_fault")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("cold")
+    st, info, addr = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    _store_fault(b, st, info, addr, c64(0))
+    b.ret_void()
+    return fn
 
 
 class HelperPlan:
@@ -372,15 +409,19 @@ class _FunctionLowering:
             self._emit_block(pc)
 
     def _make_exits(self):
-        """Two shared exits per function: `fault_exit` writes (kind, pc, addr, size) arriving through phis,
-        `propagate_exit` returns after a callee/helper left a fault (setting its pc unless pc is -1)."""
-        self.fault_exit = self.fn.append_basic_block("fault_exit")
-        fb = ir.IRBuilder(self.fault_exit)
-        self.fault_phis = [fb.phi(I64, name=n) for n in ("kind", "pc", "addr", "size")]
-        for idx, v in zip((S.F_KIND, S.F_PC, S.F_ADDR, S.F_SIZE), self.fault_phis):
-            fb.store(v, self.slot(idx))
+        """Shared exits per function: `fault_ret` returns with the fault already in the state (memory faults
+        are recorded by bpf_check_slow); `fault_exit` records the packed fault info arriving through one phi
+        (one constant per fault site) and returns; `propagate_exit` returns after a callee/helper left a
+        fault (setting its pc unless pc is -1)."""
+        self.fault_ret = self.fn.append_basic_block("fault_ret")
+        fb = ir.IRBuilder(self.fault_ret)
         fb.store(fb.load(self.cnt), self.slot(S.COUNT))
         fb.ret(ir.Constant(RET, ir.Undefined))
+        self.fault_exit = self.fn.append_basic_block("fault_exit")
+        fb = ir.IRBuilder(self.fault_exit)
+        self.fault_info = fb.phi(I64, name="info")
+        fb.call(set_fault_fn(self.low.module), [self.st, self.fault_info, c64(0)])
+        fb.branch(self.fault_ret)
         self.prop_exit = self.fn.append_basic_block("propagate_exit")
         pb = ir.IRBuilder(self.prop_exit)
         self.prop_pc = pb.phi(I64, name="pc")
@@ -417,13 +458,9 @@ class _FunctionLowering:
             agg = bld.insert_value(agg, bld.load(self.R[i]), i)
         return agg
 
-    def fault_block(self, kind: str, pc: int, addr=None, size: int | None = None, code: int | None = None):
+    def fault_block(self, kind: str, pc: int, code: int | None = None):
         """The fault exit, for a branch about to be emitted from the builder's current block."""
-        src = self.b.block
-        vals = (c64(FAULT_CODE[kind] if code is None else code), c64(pc),
-                addr if addr is not None else c64(0), c64(size or 0))
-        for phi, v in zip(self.fault_phis, vals):
-            phi.add_incoming(v, src)
+        self.fault_info.add_incoming(c64(fault_info(FAULT_CODE[kind] if code is None else code, pc)), self.b.block)
         return self.fault_exit
 
     def propagate_if_fault(self, pc: int | None = None):
@@ -496,8 +533,9 @@ class _FunctionLowering:
         slow = self.fn.append_basic_block(f"pc{pc}_slow")
         b.cbranch(fast_ok, cont, slow)
         b.position_at_end(slow)
-        good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), c64(perm)])
-        b.cbranch(good, cont, self.fault_block(kind, pc, addr, size))
+        info = c64(fault_info(FAULT_CODE[kind], pc, perm))
+        good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), info])
+        b.cbranch(good, cont, self.fault_ret)
 
     def ptr(self, addr, bits: int):
         return self.b.inttoptr(addr, _ity(bits).as_pointer())
