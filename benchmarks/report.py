@@ -152,9 +152,15 @@ def overhead_section(res: Results) -> str:
     return out + "\n\n### filter: run_batch vs bench (JIT default)\n\n" + table(["mode", "ns per record"], brows)
 
 
+def helper_section(res: Results) -> str:
+    rows = [[h, fmt_ns(res.ns(kind="helper_call", program=h))] for h in res.programs("helper_call")]
+    return ("### Helper call from JIT code (`call X; exit` under VM.bench; no_call is the floor)\n\n" +
+            table(["helper", "ns per execution"], rows))
+
+
 def report(res: Results) -> str:
     return "\n\n".join(["## bpfjit benchmarks", machine_section(res), exec_section(res), compile_section(res),
-                        overhead_section(res)]) + "\n"
+                        overhead_section(res), helper_section(res)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

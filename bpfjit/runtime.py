@@ -124,13 +124,17 @@ class Runtime:
         for pc, f in enumerate(program.forms):
             if f is None or f.op not in ("call", "call_btf", "callx"):
                 continue
-            imm = program.insns[pc].imm
-            called = {"call": lambda: [self.helpers.get(imm)], "call_btf": lambda: [self.helpers.get_btf(imm)],
-                      "callx": lambda: list(self.helpers)}[f.op]()
-            gpl = [h.name for h in called if h is not None and h.gpl_only]
+            gpl = [h.name for h in self._reachable(f.op, program.insns[pc].imm) if h.gpl_only]
             if gpl:
                 raise LoadError(f"cannot call GPL-restricted function {', '.join(gpl)} from a program with "
                                 f"license {program.license!r} (not GPL-compatible)", pc, "imm")
+
+    def _reachable(self, op: str, imm: int) -> list:
+        """The helpers a call instruction may reach (unknown ids are the engines' LoadError)."""
+        if op == "callx":
+            return list(self.helpers)
+        h = self.helpers.get(imm) if op == "call" else self.helpers.get_btf(imm)
+        return [h] if h is not None else []
 
     def assemble(self, text: str, **meta):
         """Program.from_asm with this runtime's helper names and maps: `map(NAME)` names any map added

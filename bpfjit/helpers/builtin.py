@@ -69,7 +69,7 @@ class IRHelper:
         return self.b.inttoptr(addr, I8P)
 
     def var(self, name: str, init: int = 0):
-        """An i64 local (an alloca in the entry block, promoted by mem2reg)."""
+        """An i64 local: an alloca promoted by mem2reg (create it in the entry block, before any branch)."""
         v = self.b.alloca(I64, name=name)
         self.b.store(c64(init), v)
         return v

@@ -25,6 +25,7 @@ import os
 import string
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -139,7 +140,7 @@ H_HEAD, H_TAIL, H_LOST = 64, 72, 80
 NSLOTS = 2048             # a power of two; the oldest records are overwritten (and counted lost) when full
 RING_SYMBOL = "bpfjit_trace_ring"
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC = ctypes.CDLL(None)
 _LIBC.sched_getcpu.restype = ctypes.c_int
 
 
@@ -169,13 +170,13 @@ def _comm_of(tid: int) -> str:
 
 
 class TraceBuffer:
-    """The process-wide trace ring. Writers (the Python helper, JIT code in any thread) append raw records
-    under the mutex in the ring's header; `read`/`read_lines` consume them like reading trace_pipe."""
+    """The process-wide trace ring (one instance, TRACE: the native twin writes to it by symbol). Writers
+    (the Python helper, JIT code in any thread) append raw records under the mutex in the ring's header;
+    `read`/`read_lines` consume them like reading trace_pipe."""
 
-    def __init__(self, nslots: int = NSLOTS):
-        assert nslots & (nslots - 1) == 0
-        self.nslots = nslots
-        self.mem = np.zeros(HDR + nslots * SLOT.itemsize, dtype=np.uint8)
+    def __init__(self):
+        self.nslots = NSLOTS
+        self.mem = np.zeros(HDR + NSLOTS * SLOT.itemsize, dtype=np.uint8)
         self.addr = self.mem.ctypes.data
         self._mutex = ctypes.c_void_p(self.addr)
         _LIBC.pthread_mutex_init(self._mutex, None)
@@ -200,18 +201,14 @@ class TraceBuffer:
             self._hdr[H_TAIL // 8] = head - self.nslots
             self._hdr[H_LOST // 8] += 1
 
-    class _Lock:
-        def __init__(self, mutex):
-            self.mutex = mutex
-
-        def __enter__(self):
-            _LIBC.pthread_mutex_lock(self.mutex)
-
-        def __exit__(self, *exc):
-            _LIBC.pthread_mutex_unlock(self.mutex)
-
+    @contextmanager
     def _locked(self):
-        return self._Lock(self._mutex)
+        """The ring's pthread mutex (ctypes releases the GIL while waiting for it)."""
+        _LIBC.pthread_mutex_lock(self._mutex)
+        try:
+            yield
+        finally:
+            _LIBC.pthread_mutex_unlock(self._mutex)
 
     # ---- reading ----
     def _take(self) -> np.ndarray:
@@ -229,9 +226,10 @@ class TraceBuffer:
         for rec in self._take():
             fmt = rec["fmt"][:int(rec["size"])].tobytes()
             tid = int(rec["tid"])
-            comm = comms.get(tid) or comms.setdefault(tid, _comm_of(tid))
+            if tid not in comms:
+                comms[tid] = _comm_of(tid)
             out.append(TraceRecord(int(rec["ts"]), int(rec["pid"]), tid, int(rec["cpu"]),
-                                   render(parse_format(fmt), [int(a) for a in rec["args"]]), comm))
+                                   render(parse_format(fmt), [int(a) for a in rec["args"]]), comms[tid]))
         return out
 
     def read_lines(self) -> list[str]:

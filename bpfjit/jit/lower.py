@@ -383,6 +383,10 @@ class Lowering:
         b.ret(i if out is not None else last)
 
 
+# state slots the function bodies touch (the entry block makes one GEP for each)
+_USED_SLOTS = {S.F_KIND, S.F_PC, S.COUNT, S.LIMIT, S.MEM_START, S.MEM_LEN, S.HELPERS}
+
+
 class _FunctionLowering:
     """Emits one subprogram: fn(st, r0..r9, r10, depth) -> {r0..r5}."""
 
@@ -409,16 +413,16 @@ class _FunctionLowering:
 
     def emit(self):
         low, b = self.low, self.b
-        self._slots = [b.gep(self.st, [c64(i)]) for i in range(S.NSLOTS)]
+        self._slots = [b.gep(self.st, [c64(i)]) if i in _USED_SLOTS else None for i in range(S.NSLOTS)]
         self.R = [b.alloca(I64, name=f"r{i}") for i in range(11)]
         self.cnt = b.alloca(I64, name="count")
         for i in range(11):
             b.store(self.fn.args[1 + i], self.R[i])
         b.store(b.load(self.slot(S.COUNT)), self.cnt)
         self.limit = b.load(self.slot(S.LIMIT)) if low.metered else None
-        if low.checked:
-            self._load_fast_regions()
         reach = self.low._reachable(self.start)
+        if low.checked:
+            self._load_fast_regions(self._accesses(reach))
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in sorted(reach) if pc in low.leader_set}
         b.branch(self.blocks[self.start])
         self._make_exits()
@@ -453,7 +457,22 @@ class _FunctionLowering:
         pb.store(pb.load(self.cnt), self.slot(S.COUNT))
         pb.ret(ir.Constant(RET, ir.Undefined))
 
-    def _load_fast_regions(self):
+    def _accesses(self, reach) -> set[tuple[int, int]]:
+        """(permission, size) of every checked memory access among the given instructions."""
+        out = set()
+        for pc in reach:
+            f = self.low.forms[pc]
+            if f is None:
+                continue
+            if f.op in ("ldx", "ldxs", "ldabs", "ldind"):
+                out.add((PERM_R, f.width // 8))
+            elif f.op in ("st", "stx"):
+                out.add((PERM_W, f.width // 8))
+            elif f.op.startswith("lock_"):
+                out.add((PERM_RW, f.width // 8))
+        return out
+
+    def _load_fast_regions(self, accesses):
         """Rows 0 and 1 of the region table (mem/ctx and stack) as SSA values, once per function:
         for each row, permission and access size, (lo, n) such that an access of that size at addr is
         inside the row iff addr - lo <u n (n = number of valid start addresses; 0 if none)."""
@@ -462,12 +481,13 @@ class _FunctionLowering:
         for row in (0, 1):
             lo, hi, pm = self.rows[3 * row:3 * row + 3]
             span = b.sub(hi, lo)
-            for perm in (PERM_R, PERM_W, PERM_RW):
-                allowed = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
-                for size in (1, 2, 4, 8):
-                    fits = b.and_(allowed, b.icmp_unsigned(">=", span, c64(size)))
-                    n = b.select(fits, b.sub(span, c64(size - 1)), c64(0))
-                    self.fast.setdefault((perm, size), []).append((lo, n))
+            allowed = {}
+            for perm, size in sorted(accesses):
+                if perm not in allowed:
+                    allowed[perm] = b.icmp_unsigned("==", b.and_(pm, c64(perm)), c64(perm))
+                fits = b.and_(allowed[perm], b.icmp_unsigned(">=", span, c64(size)))
+                n = b.select(fits, b.sub(span, c64(size - 1)), c64(0))
+                self.fast.setdefault((perm, size), []).append((lo, n))
 
     # ---- faults and returns ----
     def _ret_regs(self, bld):
