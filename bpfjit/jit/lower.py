@@ -405,11 +405,27 @@ class _FunctionLowering:
         """Pointer to a state slot (GEPs made once, at the top of the entry block)."""
         return self._slots[idx]
 
+    # Registers live in allocas between BPF blocks; within a block their current values are SSA values
+    # (cache), written back (flush) before control leaves for another block. Faults and returns need no
+    # write-back. This keeps the IR small, which is what compile time is mostly spent on.
     def reg(self, r: int):
-        return self.b.load(self.R[r])
+        v = self.cache.get(r)
+        if v is None:
+            v = self.cache[r] = self.b.load(self.R[r])
+        return v
 
     def set(self, r: int, v):
-        self.b.store(v, self.R[r])
+        self.cache[r] = v
+        self.dirty.add(r)
+
+    def flush(self):
+        for r in sorted(self.dirty):
+            self.b.store(self.cache[r], self.R[r])
+        self.dirty.clear()
+
+    def forget(self):
+        self.cache = {}
+        self.dirty = set()
 
     def emit(self):
         low, b = self.low, self.b
@@ -493,7 +509,7 @@ class _FunctionLowering:
     def _ret_regs(self, bld):
         agg = ir.Constant(RET, ir.Undefined)
         for i in range(6):
-            agg = bld.insert_value(agg, bld.load(self.R[i]), i)
+            agg = bld.insert_value(agg, self.reg(i), i)
         return agg
 
     def fault_block(self, kind: str, pc: int, code: int | None = None):
@@ -513,6 +529,7 @@ class _FunctionLowering:
     # ---- blocks ----
     def _emit_block(self, start: int):
         low, b = self.low, self.b
+        self.forget()
         if low.metered:
             c = b.add(b.load(self.cnt), c64(low.costs[start]))
             if start in low.meter_points:
@@ -528,6 +545,7 @@ class _FunctionLowering:
             if nxt is None:        # the instruction ended the block (jump / exit)
                 return
             if nxt in low.leader_set or nxt >= len(low.insns):
+                self.flush()
                 b.branch(self.blocks[nxt])
                 return
             pc = nxt
@@ -613,9 +631,11 @@ class _FunctionLowering:
             else:
                 sign, pred = _ICMP[op]
                 cond = (b.icmp_signed if sign == "s" else b.icmp_unsigned)(pred, a, bv)
+            self.flush()
             b.cbranch(cond, self.blocks[n + ins.off], self.blocks[n])
             return None
         if op in ("ja", "ja32"):
+            self.flush()
             b.branch(self.blocks[jump_target(pc, ins, f)])
             return None
         if op == "exit":
@@ -730,6 +750,9 @@ class _FunctionLowering:
         b, low = self.b, self.low
         ids = sorted(k[1] for k in low.plan.entries if k[0] == "callx")
         target = self.reg(ins.dst)
+        for i in range(1, 6):
+            self.reg(i)                       # load the arguments once, before the paths split
+        self.flush()
         done = self.fn.append_basic_block(f"pc{pc}_callx_done")
         sw = b.switch(target, self.fault_block("bad_call", pc))
         for hid in ids:
@@ -737,6 +760,9 @@ class _FunctionLowering:
             sw.add_case(c64(hid), blk)
             b.position_at_end(blk)
             self._call_helper(pc, low.plan.entries[("callx", hid)])
+            self.flush()
+            del self.cache[0]                 # this path's r0 does not reach the other cases
             b.branch(done)
         b.position_at_end(done)
+        self.forget()
         return pc + 1
