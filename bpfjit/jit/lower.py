@@ -103,17 +103,34 @@ def _store_fault(b: ir.IRBuilder, st, info, addr, size) -> None:
     b.store(size, b.gep(st, [c64(S.F_SIZE)]))
 
 
+CHECK_SLOW_FN = ir.FunctionType(I1, [I64P, I64, I64, I64])
+SET_FAULT_FN = ir.FunctionType(ir.VoidType(), [I64P, I64, I64])
+
+
+def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    """A function of the support module (jit/support.py), declared in `module` and bound at link time."""
+    from . import support
+    support.ensure()
+    fn = module.globals.get(name)
+    return fn if fn is not None else ir.Function(module, fnty, name)
+
+
 def region_check_fn(module: ir.Module) -> ir.Function:
     """bpf_check_slow(st, addr, size, info) -> i1: is [addr, addr+size) inside one region of the run's table
     with the permission in info's low byte? When not, and info carries a fault kind (fault_info), the fault
-    is recorded in the state. Created once per module; native helpers also use it (info = perm only) to
-    check pointer arguments."""
-    existing = module.globals.get("bpf_check_slow")
-    if existing is not None:
-        return existing
-    fn = ir.Function(module, ir.FunctionType(I1, [I64P, I64, I64, I64]), "bpf_check_slow")
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
+    is recorded in the state. Compiled once per process (support module) and declared in each module that
+    calls it; native helpers also use it (info = perm only) to check pointer arguments."""
+    return _declare(module, "bpf_check_slow", CHECK_SLOW_FN)
+
+
+def set_fault_fn(module: ir.Module) -> ir.Function:
+    """bpf_set_fault(st, info, addr): record a fault (cold, out of line, so fault sites stay one call)."""
+    return _declare(module, "bpf_set_fault", SET_FAULT_FN)
+
+
+def define_region_check(module: ir.Module) -> ir.Function:
+    """The body of bpf_check_slow (emitted into the support module only)."""
+    fn = ir.Function(module, CHECK_SLOW_FN, "bpf_check_slow")
     st, addr, size, info = fn.args
     entry, loop, body, nxt, yes, no, record, fail = (fn.append_basic_block(n) for n in
                                                      ("entry", "loop", "body", "next", "yes", "no", "record",
@@ -152,15 +169,9 @@ def region_check_fn(module: ir.Module) -> ir.Function:
     return fn
 
 
-def set_fault_fn(module: ir.Module) -> ir.Function:
-    """bpf_set_fault(st, info, addr): record a fault (cold, out of line, so fault sites stay one call)."""
-    existing = module.globals.get("bpf_set_fault")
-    if existing is not None:
-        return existing
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64P, I64, I64]), "bpf_set_fault")
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("cold")
+def define_set_fault(module: ir.Module) -> ir.Function:
+    """The body of bpf_set_fault (emitted into the support module only)."""
+    fn = ir.Function(module, SET_FAULT_FN, "bpf_set_fault")
     st, info, addr = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     _store_fault(b, st, info, addr, c64(0))
