@@ -185,19 +185,22 @@ class VM:
             fr = local["runner"] = _MemRunner(inner, regions)
         return fr
 
-    def _run(self, mem, readonly: bool) -> int:
+    def _prepare(self, mem, readonly: bool):
+        """(aspace, helper ctx, r1, r2, mem permissions, r10) of a run over `mem` (general path)."""
         region = None
         if mem is not None:
             buf = as_buffer(mem)
             region = Region("mem", buf, PERM_R if readonly or not buf.flags.writeable else PERM_RW)
         self._last = region.buf if region is not None else None
         aspace = self.address_space(region)
-        stack = self._stack()
-        ctx = self._ctx(aspace)
         r1 = region.start if region is not None and region.size else 0
         r2 = region.size if region is not None else 0
         perms = region.perms if region is not None else PERM_RW
-        return self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2, perms)
+        return aspace, self._ctx(aspace), r1, r2, perms, self._stack().end
+
+    def _run(self, mem, readonly: bool) -> int:
+        aspace, ctx, r1, r2, perms, r10 = self._prepare(mem, readonly)
+        return self.engine.run(aspace, r1, r2, r10, ctx, r1, r2, perms)
 
     def run_batch(self, records, *, readonly: bool = False) -> np.ndarray:
         """Run once per record; returns a uint64 array of r0 values (r1 = record address, r2 = its size).
@@ -246,21 +249,12 @@ class VM:
             return self._bench(mem, n) if ok else 0
 
     def _bench(self, mem, n: int) -> int:
-        region = None
-        if mem is not None:
-            buf = as_buffer(mem)
-            region = Region("mem", buf, PERM_RW if buf.flags.writeable else PERM_R)
-        aspace = self.address_space(region)
-        stack = self._stack()
-        ctx = self._ctx(aspace)
-        r1 = region.start if region is not None and region.size else 0
-        r2 = region.size if region is not None else 0
-        perms = region.perms if region is not None else PERM_RW
+        aspace, ctx, r1, r2, perms, r10 = self._prepare(mem, False)
         if hasattr(self.engine, "bench"):
-            return self.engine.bench(aspace, r1, r2, stack.end, ctx, n, r1, r2, perms)
+            return self.engine.bench(aspace, r1, r2, r10, ctx, n, r1, r2, perms)
         r0 = 0
         for _ in range(n):
-            r0 = self.engine.run(aspace, r1, r2, stack.end, ctx, r1, r2)
+            r0 = self.engine.run(aspace, r1, r2, r10, ctx, r1, r2, perms)
         return r0
 
 
