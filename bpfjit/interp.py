@@ -175,12 +175,15 @@ class Interpreter:
         self.code = self._build(prog, resolve_lddw)
         self._tail_targets: dict[int, tuple[Program, "Interpreter"]] = {}
 
-    def _tail_target(self, prog: Program) -> "Interpreter":
-        """The interpreter of a tail-call target (same config, helpers and lddw resolution), cached."""
+    def _tail_target(self, prog: Program, runtime=None) -> "Interpreter":
+        """The interpreter of a tail-call target (same config and helpers; its lddw map references resolved
+        through the runtime against its own Program.maps), cached."""
         hit = self._tail_targets.get(id(prog))
         if hit is None or hit[0] is not prog:
-            hit = self._tail_targets[id(prog)] = (prog, Interpreter(prog, self.config, self.registry,
-                                                                     self.resolve_lddw))
+            resolve = self.resolve_lddw
+            if runtime is not None:
+                resolve = lambda pc, src, imm, nimm: runtime.resolve_lddw(prog, pc, src, imm, nimm)  # noqa: E731
+            hit = self._tail_targets[id(prog)] = (prog, Interpreter(prog, self.config, self.registry, resolve))
         return hit[1]
 
     # ---- pre-decoding ----
@@ -275,6 +278,7 @@ class Interpreter:
             mem_len: int = 0, mem_perms: int = 3) -> int:
         """Run from pc 0; mem_perms is unused here (the address space holds the mem region's rights)."""
         cfg = self.config
+        helper_ctx.tail_calls = 0            # per run (VM.bench's loop reuses one context)
         limit = cfg.insn_limit if cfg.insn_limit is not None else 1 << 62
         S = RunState(aspace, limit, cfg.stack_size, cfg.max_call_depth, helper_ctx, mem_start, mem_len,
                      self.registry)
@@ -291,7 +295,7 @@ class Interpreter:
                         pc = code[pc](R, S)
                     break
                 except TailCall as tc:   # continue in the target: fresh registers and frame, same meter
-                    code = self._tail_target(tc.program).code
+                    code = self._tail_target(tc.program, helper_ctx.runtime).code
                     R = [0] * 11
                     R[1] = tc.ctx & M64
                     R[10] = stack_top

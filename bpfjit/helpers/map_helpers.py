@@ -1,13 +1,13 @@
 """The map helpers (kernel ids and prototypes): map_lookup_elem 1, map_update_elem 2, map_delete_elem 3,
-tail_call 12, perf_event_output 25, ringbuf_output 130, ringbuf_reserve 131, ringbuf_submit 132,
-ringbuf_discard 133, ringbuf_query 134.
+tail_call 12, perf_event_output 25, map_push_elem 87, map_pop_elem 88, map_peek_elem 89, ringbuf_output
+130, ringbuf_reserve 131, ringbuf_submit 132, ringbuf_discard 133, ringbuf_query 134.
 
 Python implementations (the interpreter's) check the map pointer (a live descriptor of the right type:
 maps.arena.map_at) and then the pointer arguments against the run's address space, and call the compiled
 map operations (maps/lib.py); the JIT's native twins (maps/emit.py, registered in NATIVE on import) make
 the same checks in the same order and call the same functions. Results:
   - map pointer that is not a live map of a fitting type: lookup/reserve/query 0, others -EINVAL;
-  - unreadable key/value/data: lookup 0, others -EFAULT;
+  - unreadable key/value/data, or a pop/peek destination that is not writable: lookup 0, others -EFAULT;
   - tail_call: index >= max_entries or empty slot -ENOENT, tail_call_limit reached -E2BIG (r0 gets the
     value and execution continues); otherwise it never returns.
 `register_map_helpers(registry)` adds them to a registry.
@@ -20,8 +20,9 @@ from ..maps import layout as L
 from ..maps.base import KeyValueMap
 from ..maps.lib import lib
 from ..maps.progarray import ProgArrayMap
+from ..maps.queuestack import QueueMap
 from ..maps.ring import PerfEventArrayMap, RingBufMap
-from ..memory import PERM_R
+from ..memory import PERM_R, PERM_W
 from .registry import Helper, TailCall
 
 emit.register(NATIVE)
@@ -107,6 +108,30 @@ def ringbuf_discard(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     return 0
 
 
+def map_push_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
+    m = _map(r1, QueueMap)
+    if m is None:
+        return -L.EINVAL
+    if not _readable(ctx, r2, m.value_size):
+        return -L.EFAULT
+    return lib().push(r1, r2, r3)
+
+
+def _pop(peek: int):
+    def pop(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
+        m = _map(r1, QueueMap)
+        if m is None:
+            return -L.EINVAL
+        if ctx.aspace.find(r2, m.value_size, PERM_W) is None:
+            return -L.EFAULT
+        return lib().pop(r1, r2, peek)
+    pop.__name__ = "map_peek_elem" if peek else "map_pop_elem"
+    return pop
+
+
+map_pop_elem, map_peek_elem = _pop(0), _pop(1)
+
+
 def ringbuf_query(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     return lib().rb_query(r1, r2) if _map(r1, RingBufMap) is not None else 0
 
@@ -129,6 +154,10 @@ MAP_HELPERS = [
     Helper(133, "ringbuf_discard", ringbuf_discard, ("ptr_to_mem", "anything"), "void",
            native="ringbuf_discard"),
     Helper(134, "ringbuf_query", ringbuf_query, ("const_map_ptr", "anything"), native="ringbuf_query"),
+    Helper(87, "map_push_elem", map_push_elem, ("const_map_ptr", "ptr_to_map_value", "anything"),
+           native="map_push_elem"),
+    Helper(88, "map_pop_elem", map_pop_elem, ("const_map_ptr", "ptr_to_uninit_mem"), native="map_pop_elem"),
+    Helper(89, "map_peek_elem", map_peek_elem, ("const_map_ptr", "ptr_to_uninit_mem"), native="map_peek_elem"),
 ]
 
 

@@ -128,6 +128,10 @@ def get_or_compile(key: str, build_ir, opt: int, entry_points: tuple[str, ...]) 
     ir_text = build_ir()
     c = Compiled(key, ir_text, opt, entry_points)
     with _LOCK:
+        existing = _CACHE.get(key)
+        if existing is not None:      # another thread compiled the same key meanwhile: share its module
+            _CACHE.move_to_end(key)
+            return existing, True
         _CACHE[key] = c
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -69,11 +69,14 @@ class JITEngine:
     def _module(self, kind: str):
         """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS; compiled on first use."""
         cfg, prog = self.config, self.prog
+        # a tail-call target runs on its caller's state, so it installs its own callback table (this
+        # engine's: the address is part of the module, and of its cache key)
+        table = self.helper_table.ctypes.data if kind == "tail" and self.callbacks else 0
         key = compiler.cache_key(prog.to_bytes(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
                                  cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
-                                 sorted(self._lddw.items()))
+                                 sorted(self._lddw.items()), table)
         c, hit = compiler.get_or_compile(
-            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, kind).build()),
+            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, kind, table).build()),
             cfg.opt_level, MODULE_KINDS[kind])
         self._modules[kind] = c           # keeps the machine code alive as long as this engine
         return c, hit

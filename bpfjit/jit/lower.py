@@ -188,8 +188,9 @@ class HelperPlan:
 
 class Lowering:
     def __init__(self, prog: Program, config: Config, plan: HelperPlan, lddw_values: dict[int, int],
-                 native_helpers=None, kind: str = "run"):
+                 native_helpers=None, kind: str = "run", helper_table: int = 0):
         self.kind = kind
+        self.helper_table = helper_table     # tail modules install their own Python-helper table
         self.prog = prog
         self.cfg = config
         self.checked = config.checked
@@ -305,6 +306,8 @@ class Lowering:
         """Call subprogram 0, then chain pending tail calls natively (the trampoline), then turn an
         implicit exit (EXIT0) into r0 = 0 with no fault."""
         fn = b.function
+        helpers_slot = b.gep(st, [c64(S.HELPERS)])
+        saved_helpers = b.load(helpers_slot) if self.calls_helpers else None
         res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)] + list(rows),
                      attrs=("alwaysinline",))
         first = b.extract_value(res, 0)
@@ -326,6 +329,8 @@ class Lowering:
         r0.add_incoming(b.call(target, [st, b.load(b.gep(st, [c64(S.TAIL_CTX)])), r10]), hop)
         b.branch(loop)
         b.position_at_end(done)
+        if saved_helpers is not None:     # a tail-call target installs its own callback table
+            b.store(saved_helpers, helpers_slot)
         is_exit0 = b.icmp_unsigned("==", b.load(kslot), c64(S.EXIT0))
         with b.if_then(is_exit0, likely=False):
             b.store(c64(0), kslot)
@@ -337,6 +342,8 @@ class Lowering:
         fn = ir.Function(self.module, TAIL_ENTRY_FN, "bpf_tail_entry")
         st, r1, r10 = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        if self.helper_table:
+            b.store(c64(self.helper_table), b.gep(st, [c64(S.HELPERS)]))
         res = b.call(self.subs[0], [st, c64(0), r1] + [c64(0)] * 8 + [r10, c64(0)] + self._table_rows(b, st))
         b.ret(b.extract_value(res, 0))
 

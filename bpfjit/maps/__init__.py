@@ -9,6 +9,7 @@ helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled f
     ArrayMap(...).values                     zero-copy numpy view of the values
     RingBufMap(4096).drain()                 records submitted by programs
     ProgArrayMap(8, runtime)[0] = program    tail-call targets
+    QueueMap(8, 16).push(v); q.pop()         FIFO (StackMap: LIFO)
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ from .array import ArrayMap, PercpuArrayMap
 from .base import KeyValueMap, MapBase, MapError
 from .hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
 from .layout import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MAP_TYPES
-from .lib import NCPUS, current_cpu
+from .lib import current_cpu, set_default_ncpus
 from .progarray import ProgArrayMap
+from .queuestack import QueueMap, StackMap
 from .ring import PerfEventArrayMap, RingBufMap
 
 MAP_CLASSES = {
     "array": ArrayMap, "percpu_array": PercpuArrayMap, "hash": HashMap, "percpu_hash": PercpuHashMap,
     "lru_hash": LruHashMap, "lru_percpu_hash": LruPercpuHashMap, "prog_array": ProgArrayMap,
-    "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap,
+    "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap, "queue": QueueMap, "stack": StackMap,
 }
 assert set(MAP_CLASSES) == set(MAP_TYPES)
 
@@ -38,5 +40,6 @@ def create_map(type_name: str, key_size: int, value_size: int, max_entries: int,
 
 
 __all__ = ["ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
-           "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "MapBase", "KeyValueMap", "MapError",
-           "create_map", "current_cpu", "NCPUS", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "MAP_CLASSES"]
+           "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "KeyValueMap",
+           "MapError", "create_map", "current_cpu", "set_default_ncpus", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
+           "MAP_CLASSES"]

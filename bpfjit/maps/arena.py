@@ -15,7 +15,7 @@ import weakref
 
 import numpy as np
 
-from .layout import DESC_BYTES, DESC_SLOTS, FIELDS, MAGIC, MAX_MAPS, MAX_RINGS
+from .layout import DESC_SLOTS, FIELDS, MAGIC, MAX_MAPS, MAX_RINGS
 
 ARENA = np.zeros(MAX_MAPS * DESC_SLOTS, dtype=np.uint64)
 ARENA_START = ARENA.ctypes.data
@@ -24,7 +24,7 @@ ARENA_BOUNDS = np.array([ARENA_START, ARENA_END], dtype=np.uint64)   # read by J
 # ring table: [rows used, then per row: data start, data end (0 = empty row), descriptor address]
 RING_TABLE = np.zeros(1 + 3 * MAX_RINGS, dtype=np.uint64)
 
-_lock = threading.Lock()
+_lock = threading.RLock()       # re-entrant: a finalizer (release) may run during a GC inside alloc
 _free = list(range(MAX_MAPS - 1, -1, -1))
 _live: dict[int, weakref.ref] = {}
 

@@ -22,9 +22,10 @@ class ArrayMap(KeyValueMap):
         if self.key_size != 4:
             raise ValueError(f"array map keys are 4-byte indexes, not {self.key_size} bytes")
         nbytes = self.max_entries * self.ncpus * self.stride
-        self._data = storage(nbytes)
-        self._region = Region(f"map:{self.name or self.map_type}", self._data[:nbytes], PERM_RW)
-        self._fill(DATA=self._data.ctypes.data, DATA_SIZE=nbytes)
+        data = storage(nbytes)
+        self._region = Region(f"map:{self.name or self.map_type}", data[:nbytes], PERM_RW)
+        self._fill(DATA=data.ctypes.data, DATA_SIZE=nbytes)
+        return data
 
     def regions(self) -> list[Region]:
         return [self._region]
@@ -40,11 +41,8 @@ class ArrayMap(KeyValueMap):
     def values(self) -> np.ndarray:
         """Zero-copy view of every value: (max_entries, value_size) uint8, (max_entries, ncpus,
         value_size) for per-cpu maps, or elements of the numpy value_type without the last axis."""
-        lead = (self.max_entries, self.ncpus) if self.percpu else (self.max_entries,)
-        strides = (self.ncpus * self.stride, self.stride) if self.percpu else (self.stride,)
-        if self.value_type is not None and self.value_type[0] == "numpy":
-            return np.ndarray(lead, dtype=self.value_type[1], buffer=self._data, strides=strides)
-        return np.ndarray(lead + (self.value_size,), dtype=np.uint8, buffer=self._data, strides=strides + (1,))
+        numpy_values = self.value_type is not None and self.value_type[0] == "numpy"
+        return self._view(self.value_type[1] if numpy_values else None)
 
 
 class PercpuArrayMap(ArrayMap):

@@ -14,10 +14,11 @@ import weakref
 import numpy as np
 
 from ..errors import BPFError
-from ..memory import PERM_RW, Region
+from ..memory import Region
 from . import arena
 from . import layout as L
-from .lib import NCPUS, lib, signed
+from . import lib as _lib
+from .lib import lib
 
 _CTYPES = (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)
 
@@ -155,39 +156,58 @@ class KeyValueMap(MapBase):
         vs = _size_of(value_size, self.value_type, "value")
         if ks <= 0 or vs <= 0:
             raise ValueError(f"key and value sizes must be positive (key {ks}, value {vs})")
-        copies = (ncpus or NCPUS) if self.percpu else 1
+        copies = (ncpus or _lib.NCPUS) if self.percpu else 1
         super().__init__(ks, vs, max_entries, name=name, flags=flags, ncpus=copies)
         self.stride = L.round8(vs)
-        self._setup()
+        self._storage = self._setup()
+        self._base = self._storage.ctypes.data
+        self._mv = memoryview(self._storage)
+        self._elem_bytes = self.ncpus * self.stride
+        numpy_values = self.value_type is not None and self.value_type[0] == "numpy"
+        self._typed = self._view(self.value_type[1]) if numpy_values else None
         self._publish()
 
-    def _setup(self) -> None:
-        """Allocate the storage and fill the kind-specific descriptor fields."""
+    def _setup(self) -> np.ndarray:
+        """Allocate the storage, fill the kind-specific descriptor fields; returns the value storage
+        (max_entries elements of ncpus copies of STRIDE bytes)."""
         raise NotImplementedError
 
-    # ---- conversions ----
-    def _key_buf(self, key):
-        return ctypes.create_string_buffer(to_bytes(key, self.key_size, self.key_type, "key"), self.key_size)
+    def _view(self, dtype) -> np.ndarray:
+        """Zero-copy view of the value storage: (max_entries[, ncpus]) elements of dtype, or with a last
+        axis of value_size bytes when dtype is uint8 and not the value type."""
+        lead = (self.max_entries, self.ncpus) if self.percpu else (self.max_entries,)
+        strides = (self._elem_bytes, self.stride) if self.percpu else (self._elem_bytes,)
+        if dtype is None:
+            return np.ndarray(lead + (self.value_size,), dtype=np.uint8, buffer=self._storage,
+                              strides=strides + (1,))
+        return np.ndarray(lead, dtype=dtype, buffer=self._storage, strides=strides)
 
-    def _value_buf(self, value):
+    # ---- conversions ----
+    def _key(self, key) -> bytes:
+        if self.key_type is None and type(key) is int and 0 <= key < 1 << (8 * self.key_size):
+            return key.to_bytes(self.key_size, "little")
+        return to_bytes(key, self.key_size, self.key_type, "key")
+
+    def _value(self, value) -> bytes:
+        """The value buffer of an update from Python: one value, or NCPUS values STRIDE bytes apart."""
         if not self.percpu:
-            return ctypes.create_string_buffer(to_bytes(value, self.value_size, self.value_type, "value"),
-                                               self.value_size)
+            return to_bytes(value, self.value_size, self.value_type, "value")
         values = value if isinstance(value, list) else [value] * self.ncpus
         if len(values) != self.ncpus:
             raise ValueError(f"per-cpu value list must have {self.ncpus} entries, got {len(values)}")
-        buf = ctypes.create_string_buffer(self.ncpus * self.stride)
-        for c, v in enumerate(values):
-            raw = to_bytes(v, self.value_size, self.value_type, "value")
-            ctypes.memmove(ctypes.addressof(buf) + c * self.stride, raw, len(raw))
-        return buf
+        pad = bytes(self.stride - self.value_size)
+        return b"".join(to_bytes(v, self.value_size, self.value_type, "value") + pad for v in values)
 
     def _read_value(self, addr: int):
-        if not self.percpu:
-            return from_bytes(ctypes.string_at(addr, self.value_size), self.value_type)
-        raw = ctypes.string_at(addr, self.ncpus * self.stride)
-        return [from_bytes(raw[c * self.stride:c * self.stride + self.value_size], self.value_type)
-                for c in range(self.ncpus)]
+        off = addr - self._base
+        if self._typed is not None:
+            v = self._typed[off // self._elem_bytes]
+            if self.percpu:
+                return [x.copy() if isinstance(x, np.void) else x for x in v]
+            return v.copy() if isinstance(v, np.void) else v
+        offs = [off + c * self.stride for c in range(self.ncpus)] if self.percpu else [off]
+        vals = [from_bytes(bytes(self._mv[o:o + self.value_size]), self.value_type) for o in offs]
+        return vals if self.percpu else vals[0]
 
     def _error(self, rc: int, what: str) -> MapError:
         messages = {L.E2BIG: "map is full" if self.kind == L.KIND_HASH else "index out of range",
@@ -197,8 +217,7 @@ class KeyValueMap(MapBase):
 
     # ---- operations ----
     def _lookup_addr(self, key) -> int:
-        buf = self._key_buf(key)
-        return self.lib.lookup(self.desc_addr, ctypes.addressof(buf), 0, L.LOOKUP_NO_TOUCH)
+        return self.lib.py_lookup(self.desc_addr, self._key(key), 0, L.LOOKUP_NO_TOUCH)
 
     def __getitem__(self, key):
         addr = self._lookup_addr(key)
@@ -215,8 +234,7 @@ class KeyValueMap(MapBase):
 
     def update(self, key, value, flags: int = L.BPF_ANY) -> None:
         """bpf_map_update_elem with flags BPF_ANY/BPF_NOEXIST/BPF_EXIST; raises MapError on failure."""
-        kb, vb = self._key_buf(key), self._value_buf(value)
-        rc = signed(self.lib.update(self.desc_addr, ctypes.addressof(kb), ctypes.addressof(vb), flags, L.CPU_ALL))
+        rc = self.lib.py_update(self.desc_addr, self._key(key), self._value(value), flags, L.CPU_ALL)
         if rc:
             raise self._error(rc, "update")
 
@@ -224,8 +242,7 @@ class KeyValueMap(MapBase):
         self.update(key, value)
 
     def __delitem__(self, key) -> None:
-        kb = self._key_buf(key)            # kept alive across the call
-        rc = signed(self.lib.delete(self.desc_addr, ctypes.addressof(kb)))
+        rc = self.lib.py_delete(self.desc_addr, self._key(key))
         if rc == -L.ENOENT:
             raise KeyError(key)
         if rc:
@@ -233,9 +250,7 @@ class KeyValueMap(MapBase):
 
     def _next_raw(self, raw: bytes | None) -> bytes | None:
         out = ctypes.create_string_buffer(self.key_size)
-        kb = ctypes.create_string_buffer(raw, self.key_size) if raw is not None else None
-        rc = signed(self.lib.get_next_key(self.desc_addr, ctypes.addressof(kb) if kb is not None else 0,
-                                          ctypes.addressof(out)))
+        rc = self.lib.py_get_next_key(self.desc_addr, raw, out)
         if rc == -L.ENOENT:
             return None
         if rc:

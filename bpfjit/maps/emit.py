@@ -15,7 +15,7 @@ from llvmlite import ir
 
 from ..jit import state as S
 from ..jit.lower import region_check_fn
-from ..memory import PERM_R
+from ..memory import PERM_R, PERM_W
 from . import layout as L
 from .irutil import I32, I64, Fn, c64, declare
 from .lib import ARENA_SYMBOL, lib
@@ -31,6 +31,7 @@ def runtime_fn(module: ir.Module, name: str) -> ir.Function:
 
 
 def _arena_bounds(module: ir.Module):
+    lib()    # publishes the symbol
     g = module.globals.get(ARENA_SYMBOL)
     if g is None:
         g = ir.GlobalVariable(module, ir.ArrayType(I64, 2), ARENA_SYMBOL)
@@ -65,8 +66,8 @@ class HelperFn(Fn):
         if map_type is not None:
             self.ret_if(self.ne(self.f(desc, "TYPE"), map_type), bad)
 
-    def guard_ptr(self, addr, size, bad: int) -> None:
-        """Checked mode: return `bad` unless [addr, addr+size) is readable (size 0 always passes)."""
+    def guard_ptr(self, addr, size, bad: int, perm: int = PERM_R) -> None:
+        """Checked mode: return `bad` unless [addr, addr+size) has `perm` (size 0 always passes)."""
         if not self.checked:
             return
         end = self.add(addr, size)
@@ -74,13 +75,13 @@ class HelperFn(Fn):
         fast = self.b.icmp_unsigned(">=", end, addr)
         inside = None
         for row in (0, 1):            # the run's mem and stack, inline (as the lowering does)
-            lo, hi, perm = (self.ld(self.add(table, 8 * (3 * row + k))) for k in range(3))
+            lo, hi, pm = (self.ld(self.add(table, 8 * (3 * row + k))) for k in range(3))
             ok = self.b.and_(self.b.and_(self.uge(addr, lo), self.b.icmp_unsigned("<=", end, hi)),
-                             self.ne(self.b.and_(perm, c64(PERM_R)), 0))
+                             self.eq(self.b.and_(pm, c64(perm)), perm))
             inside = ok if inside is None else self.b.or_(inside, ok)
         fast = self.b.or_(self.b.and_(fast, inside), self.eq(size, 0))
         with self.if_(self.b.not_(fast), likely=False):
-            ok = self.b.call(region_check_fn(self.module), [self.stp, addr, size, c64(PERM_R)])
+            ok = self.b.call(region_check_fn(self.module), [self.stp, addr, size, c64(perm)])
             self.ret_if(self.b.not_(ok), bad)
 
     def slot(self, idx: int):
@@ -171,6 +172,24 @@ def _ringbuf_query(module, fn, checked):
     f.ret(f.call(runtime_fn(module, "bpfmap_rb_query"), desc, flags))
 
 
+def _push(module, fn, checked):
+    f = HelperFn(module, fn, checked)
+    desc, value, flags = f.r[1:4]
+    f.guard_map(desc, -L.EINVAL, kinds=(L.KIND_QUEUE,))
+    f.guard_ptr(value, f.f(desc, "VALUE_SIZE"), -L.EFAULT)
+    f.ret(f.call(runtime_fn(module, "bpfmap_push"), desc, value, flags))
+
+
+def _pop(peek: int):
+    def emit(module, fn, checked):
+        f = HelperFn(module, fn, checked)
+        desc, out = f.r[1], f.r[2]
+        f.guard_map(desc, -L.EINVAL, kinds=(L.KIND_QUEUE,))
+        f.guard_ptr(out, f.f(desc, "VALUE_SIZE"), -L.EFAULT, PERM_W)
+        f.ret(f.call(runtime_fn(module, "bpfmap_pop"), desc, out, peek))
+    return emit
+
+
 # native helper name -> (emitter, may_fault)
 EMITTERS = {
     "map_lookup_elem": (_lookup, False),
@@ -183,6 +202,9 @@ EMITTERS = {
     "ringbuf_submit": (_ringbuf_commit(0), False),
     "ringbuf_discard": (_ringbuf_commit(1), False),
     "ringbuf_query": (_ringbuf_query, False),
+    "map_push_elem": (_push, False),
+    "map_pop_elem": (_pop(0), False),
+    "map_peek_elem": (_pop(1), False),
 }
 
 

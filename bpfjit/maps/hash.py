@@ -26,16 +26,17 @@ class HashMap(KeyValueMap):
         kstride = L.round8(self.key_size)
         vbytes = cap * self.ncpus * self.stride
         self._keys = storage(cap * kstride)
-        self._values = storage(vbytes)
+        values = storage(vbytes)
         self._meta = storage(8 * (nbuckets + len(META_ARRAYS) * cap))
         base = self._meta.ctypes.data
         arrays = {"BUCKETS": base}
         for i, name in enumerate(META_ARRAYS):
             arrays[name] = base + 8 * (nbuckets + i * cap)
-        self._region = Region(f"map:{self.name or self.map_type}", self._values[:vbytes], PERM_RW)
-        self._fill(DATA=self._values.ctypes.data, DATA_SIZE=vbytes, LRU=int(self.lru), CAPACITY=cap,
+        self._region = Region(f"map:{self.name or self.map_type}", values[:vbytes], PERM_RW)
+        self._fill(DATA=values.ctypes.data, DATA_SIZE=vbytes, LRU=int(self.lru), CAPACITY=cap,
                    KEY_STRIDE=kstride, KEYS=self._keys.ctypes.data, NBUCKETS=nbuckets, **arrays)
         self.lib.clear(self.desc_addr)
+        return values
 
     def regions(self) -> list[Region]:
         return [self._region]

@@ -46,6 +46,10 @@ FIELDS: dict[str, int] = {
     "LRU_HEAD": 28,      # most recently used entry (-1: none)
     "LRU_TAIL": 29,      # least recently used entry (-1: none)
     "LOCK": 32,          # spinlock word of updates/deletes (0 free, 1 held)
+    # queue/stack: a circular array of SLOTS = max_entries + 1 values at DATA (STRIDE apart)
+    "SLOTS": 33,
+    "HEAD": 34,          # next slot to push into
+    "TAIL": 35,          # oldest element (HEAD == TAIL: empty)
     # ring buffer: its control block (CTL_* words) lives in the descriptor at RING_CTL
     "RING_CTL": 40,
     # perf event array: per-cpu rings, each with a CTL_SLOTS control block at PERF_CTL + i * CTL_BYTES
@@ -63,9 +67,9 @@ assert FIELDS["RING_CTL"] + CTL_SLOTS <= FIELDS["PERF_CTL"]
 # ---- map types (kernel enum bpf_map_type) and implementation kinds ----
 MAP_TYPES: dict[str, int] = {
     "hash": 1, "array": 2, "prog_array": 3, "perf_event_array": 4, "percpu_hash": 5, "percpu_array": 6,
-    "lru_hash": 9, "lru_percpu_hash": 10, "ringbuf": 27,
+    "lru_hash": 9, "lru_percpu_hash": 10, "queue": 22, "stack": 23, "ringbuf": 27,
 }
-KIND_ARRAY, KIND_HASH, KIND_PROG_ARRAY, KIND_RINGBUF, KIND_PERF = 1, 2, 3, 4, 5
+KIND_ARRAY, KIND_HASH, KIND_PROG_ARRAY, KIND_RINGBUF, KIND_PERF, KIND_QUEUE = 1, 2, 3, 4, 5, 6
 KV_KINDS = (KIND_ARRAY, KIND_HASH)               # maps with lookup/update/delete/get_next_key
 
 # ---- errno (negative in helper results) ----

@@ -23,10 +23,22 @@ _LOCK = threading.Lock()
 _LIB: "Lib | None" = None
 NCPUS = os.cpu_count() or 1          # default cpu count of per-cpu maps and perf event arrays
 ARENA_SYMBOL = "bpfmap_arena_bounds"
+_I64, _CP, _VP = ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p
+_PY_PROTOS = {   # name -> (result, arguments) of the py_* callables
+    "lookup": (_U64, [_U64, _CP, _I64, _U64]),
+    "update": (_I64, [_U64, _CP, _CP, _U64, _I64]),
+    "delete": (_I64, [_U64, _CP]),
+    "get_next_key": (_I64, [_U64, _CP, _VP]),
+    "rb_output": (_I64, [_U64, _CP, _U64, _U64]),
+    "perf_output": (_I64, [_U64, _U64, _CP, _U64]),
+    "push": (_I64, [_U64, _CP, _U64]),
+    "pop": (_I64, [_U64, _VP, _U64]),
+}
 
 
 class Lib:
-    """Addresses and ctypes callables of the runtime functions (results are u64; see `signed`)."""
+    """Addresses and ctypes callables of the runtime functions: `name` (every argument and result u64, as
+    native code sees them) and `py_name` for the Python API (see _PY_PROTOS)."""
 
     def __init__(self):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -55,6 +67,10 @@ class Lib:
             short = name[len("bpfmap_"):]
             setattr(self, short, ctypes.CFUNCTYPE(_U64, *([_U64] * nargs))(a))
         llvm.add_symbol(ARENA_SYMBOL, arena.ARENA_BOUNDS.ctypes.data)
+        # the same functions typed for the Python API: read-only key/value buffers passed as bytes
+        # (no copy), errno results signed
+        for short, (res, args) in _PY_PROTOS.items():
+            setattr(self, "py_" + short, ctypes.CFUNCTYPE(res, *args)(self.addr["bpfmap_" + short]))
 
 
 def lib() -> Lib:
@@ -66,13 +82,12 @@ def lib() -> Lib:
     return _LIB
 
 
-def signed(v: int) -> int:
-    """A u64 result as the signed value (negative errno)."""
-    return v - (1 << 64) if v >> 63 else v
-
-
-def u64(v: int) -> int:
-    return v & ((1 << 64) - 1)
+def set_default_ncpus(n: int) -> None:
+    """The cpu count of per-cpu maps and perf event arrays created from now on without `ncpus=`."""
+    global NCPUS
+    if n < 1:
+        raise ValueError(f"ncpus must be positive, got {n}")
+    NCPUS = n
 
 
 def current_cpu(ncpus: int | None = None) -> int:

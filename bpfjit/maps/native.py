@@ -14,12 +14,16 @@
     bpfmap_rb_output(desc, data, size, flags)   0 or -errno
     bpfmap_rb_query(desc, flags)
     bpfmap_perf_output(desc, flags, data, size) 0 or -errno
+    bpfmap_push(desc, value, flags)             queue/stack push: 0 or -errno
+    bpfmap_pop(desc, out, peek)                 queue/stack pop (peek: keep the element): 0 or -errno
 
 `cpu` selects a per-cpu value copy: an index, layout.CPU_CURRENT (the thread's cpu, copy 0 for other
 maps) or, for update, layout.CPU_ALL (the buffer holds NCPUS values STRIDE bytes apart). The callers
 (the Python API in this package, the Python helpers, the JIT helper code of emit.py) validate the
 descriptor and the pointers first; these functions trust them, except rb_commit which only gets a record
-pointer and validates it against the ring table. Compilation and binding live in lib.py.
+pointer and validates it against the ring table. This module holds the dispatch by kind, array maps, the
+lock and the cpu index; hash internals are in native_hash.py, rings and queue/stack in native_ring.py;
+compilation and binding in lib.py.
 
 Hash maps: lookups take no lock (chains are walked with acquire loads and at most CAPACITY steps, and
 every index is bounds-checked, so a racing update can make a lookup miss but never escape the storage);
@@ -32,16 +36,17 @@ from llvmlite import ir
 
 from . import layout as L
 from .irutil import I8P, I32, I64, Fn, c64, libc
+from .native_hash import HashOps
+from .native_ring import QueueStackOps, RingOps
 
-K1, K2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 EXPORTS = {   # name -> number of i64 arguments
     "bpfmap_thread_id": 0, "bpfmap_valid": 1, "bpfmap_lookup": 4, "bpfmap_update": 5, "bpfmap_delete": 2,
     "bpfmap_get_next_key": 3, "bpfmap_clear": 1, "bpfmap_rb_reserve": 3, "bpfmap_rb_commit": 3,
-    "bpfmap_rb_output": 4, "bpfmap_rb_query": 2, "bpfmap_perf_output": 4,
+    "bpfmap_rb_output": 4, "bpfmap_rb_query": 2, "bpfmap_perf_output": 4, "bpfmap_push": 3, "bpfmap_pop": 3,
 }
 
 
-class _Module:
+class _Module(HashOps, RingOps, QueueStackOps):
     """Builds the runtime module: internal building blocks first, then the exported operations."""
 
     def __init__(self, arena_start: int, arena_end: int, ring_table: int, tls_key: int):
@@ -113,48 +118,6 @@ class _Module:
         f.st_rel(f.args[0], c64(0))
         f.ret(0)
 
-    def _hash_key(self):
-        f = self.new("hash_key", 2)
-        key, size = f.args
-        h = f.var(f.b.xor(c64(K1), size))
-        i = f.var(0)
-
-        def mix(w):
-            x = f.mul(f.b.xor(f.get(h), w), K1)
-            f.put(h, f.b.xor(x, f.b.lshr(x, c64(29))))
-        with f.while_(lambda: f.b.icmp_unsigned("<=", f.add(f.get(i), 8), size)):
-            mix(f.ld(f.add(key, f.get(i)), I64, align=1))
-            f.put(i, f.add(f.get(i), 8))
-        w = f.var(0)
-        sh = f.var(0)
-        for width in (32, 16, 8):        # the last size % 8 bytes, widest first
-            with f.if_(f.ne(f.b.and_(size, c64(width // 8)), 0)):
-                part = f.ld(f.add(key, f.get(i)), ir.IntType(width), align=1)
-                f.put(w, f.b.or_(f.get(w), f.b.shl(part, f.get(sh))))
-                f.put(sh, f.add(f.get(sh), width))
-                f.put(i, f.add(f.get(i), width // 8))
-        with f.if_(f.ne(f.b.and_(size, c64(7)), 0)):
-            mix(f.get(w))
-        x = f.get(h)
-        x = f.b.xor(x, f.b.lshr(x, c64(32)))
-        x = f.mul(x, K2)
-        x = f.b.xor(x, f.b.lshr(x, c64(29)))
-        f.ret(f.b.or_(x, c64(L.HASH_USED)))
-
-    def _key_eq(self):
-        f = self.new("key_eq", 3)
-        a, bk, size = f.args
-        i = f.var(0)
-        with f.while_(lambda: f.b.icmp_unsigned("<=", f.add(f.get(i), 8), size)):
-            f.ret_if(f.ne(f.ld(f.add(a, f.get(i)), I64, align=1), f.ld(f.add(bk, f.get(i)), I64, align=1)), 0)
-            f.put(i, f.add(f.get(i), 8))
-        for width in (32, 16, 8):
-            with f.if_(f.ne(f.b.and_(size, c64(width // 8)), 0)):
-                t = ir.IntType(width)
-                f.ret_if(f.ne(f.ld(f.add(a, f.get(i)), t, align=1), f.ld(f.add(bk, f.get(i)), t, align=1)), 0)
-                f.put(i, f.add(f.get(i), width // 8))
-        f.ret(1)
-
     def vaddr(self, f: Fn, desc, i, cpu):
         """Address of copy `cpu` of element i's value."""
         slot = f.add(f.mul(i, f.f(desc, "NCPUS")), cpu)
@@ -179,235 +142,6 @@ class _Module:
         f.memcpy(f.add(elem, f.mul(cpu, stride)), src, vs)
         f.ret(0)
 
-    def _hash_find(self):
-        """hash_find(desc, key, h): index of the entry holding key, or -1. Lock-free, bounded."""
-        f = self.new("hash_find", 3)
-        desc, key, h = f.args
-        cap = f.f(desc, "CAPACITY")
-        nxt, hashes, keys = f.f(desc, "NEXT"), f.f(desc, "HASHES"), f.f(desc, "KEYS")
-        ks, kstride = f.f(desc, "KEY_SIZE"), f.f(desc, "KEY_STRIDE")
-        bucket = f.elem(f.f(desc, "BUCKETS"), f.b.and_(h, f.b.sub(f.f(desc, "NBUCKETS"), c64(1))))
-        i = f.var(f.ld_acq(bucket))
-        steps = f.var(0)
-        with f.while_(lambda: f.b.and_(f.ult(f.get(i), cap), f.b.icmp_unsigned("<=", f.get(steps), cap))):
-            e = f.get(i)
-            with f.if_(f.eq(f.ld(f.elem(hashes, e)), h)):
-                same = self.call(f, "key_eq", f.add(keys, f.mul(e, kstride)), key, ks)
-                f.ret_if(f.ne(same, 0), e)
-            f.put(i, f.ld_acq(f.elem(nxt, e)))
-            f.put(steps, f.add(f.get(steps), 1))
-        f.ret(-1)
-
-    def _hash_prev(self):
-        """hash_prev(desc, e): the entry before e in its chain, or -1 (lock held)."""
-        f = self.new("hash_prev", 2)
-        desc, e = f.args
-        cap, nxt = f.f(desc, "CAPACITY"), f.f(desc, "NEXT")
-        mask = f.b.sub(f.f(desc, "NBUCKETS"), c64(1))
-        h = f.ld(f.elem(f.f(desc, "HASHES"), e))
-        i = f.var(f.ld(f.elem(f.f(desc, "BUCKETS"), f.b.and_(h, mask))))
-        prev = f.var(-1)
-        steps = f.var(0)
-        with f.while_(lambda: f.b.and_(f.b.and_(f.ult(f.get(i), cap), f.ne(f.get(i), e)),
-                                       f.b.icmp_unsigned("<=", f.get(steps), cap))):
-            f.put(prev, f.get(i))
-            f.put(i, f.ld(f.elem(nxt, f.get(i))))
-            f.put(steps, f.add(f.get(steps), 1))
-        f.ret(f.get(prev))
-
-    def _lru_unlink(self):
-        f = self.new("lru_unlink", 2)
-        desc, e = f.args
-        prev, nxt = f.f(desc, "LRU_PREV"), f.f(desc, "LRU_NEXT")
-        p, n = f.ld(f.elem(prev, e)), f.ld(f.elem(nxt, e))
-        with f.if_else(f.sge(p, 0)) as (yes, no):
-            with yes:
-                f.st(f.elem(nxt, p), n)
-            with no:
-                f.set_f(desc, "LRU_HEAD", n)
-        with f.if_else(f.sge(n, 0)) as (yes, no):
-            with yes:
-                f.st(f.elem(prev, n), p)
-            with no:
-                f.set_f(desc, "LRU_TAIL", p)
-        f.ret(0)
-
-    def _lru_push_front(self):
-        f = self.new("lru_push_front", 2)
-        desc, e = f.args
-        prev, nxt = f.f(desc, "LRU_PREV"), f.f(desc, "LRU_NEXT")
-        head = f.f(desc, "LRU_HEAD")
-        f.st(f.elem(prev, e), c64(-1))
-        f.st(f.elem(nxt, e), head)
-        with f.if_else(f.sge(head, 0)) as (yes, no):
-            with yes:
-                f.st(f.elem(prev, head), e)
-            with no:
-                f.set_f(desc, "LRU_TAIL", e)
-        f.set_f(desc, "LRU_HEAD", e)
-        f.ret(0)
-
-    def lru_touch(self, f: Fn, desc, e):
-        """Make e the most recently used entry (lock held)."""
-        with f.if_(f.ne(f.f(desc, "LRU_HEAD"), e)):
-            self.call(f, "lru_unlink", desc, e)
-            self.call(f, "lru_push_front", desc, e)
-
-    def _hash_unlink(self):
-        """hash_unlink(desc, e): remove entry e from its chain and the recency list; free it (lock held).
-        next[e] is kept, so a lookup standing on e walks on."""
-        f = self.new("hash_unlink", 2)
-        desc, e = f.args
-        nxt, hashes = f.f(desc, "NEXT"), f.f(desc, "HASHES")
-        h = f.ld(f.elem(hashes, e))
-        bucket = f.elem(f.f(desc, "BUCKETS"), f.b.and_(h, f.b.sub(f.f(desc, "NBUCKETS"), c64(1))))
-        p = self.call(f, "hash_prev", desc, e)
-        n = f.ld(f.elem(nxt, e))
-        with f.if_else(f.slt(p, 0)) as (first, later):
-            with first:
-                f.st_rel(bucket, n)
-            with later:
-                f.st_rel(f.elem(nxt, p), n)
-        f.st_rel(f.elem(hashes, e), c64(0))
-        with f.if_(f.ne(f.f(desc, "LRU"), 0)):
-            self.call(f, "lru_unlink", desc, e)
-        f.st(f.elem(f.f(desc, "FNEXT"), e), f.f(desc, "FREE"))
-        f.set_f(desc, "FREE", e)
-        f.set_f(desc, "COUNT", f.b.sub(f.f(desc, "COUNT"), c64(1)))
-        f.ret(0)
-
-    def _hash_update(self):
-        """hash_update(desc, key, value, flags, cpu) under the lock; cpu already resolved."""
-        f = self.new("hash_update", 5)
-        desc, key, value, flags, cpu = f.args
-        h = self.call(f, "hash_key", key, f.f(desc, "KEY_SIZE"))
-        lock = f.field_addr(desc, "LOCK")
-        lru = f.ne(f.f(desc, "LRU"), 0)
-        self.call(f, "lock", lock)
-        rc = f.var(0)
-        e = self.call(f, "hash_find", desc, key, h)
-        with f.if_else(f.sge(e, 0)) as (found, missing):
-            with found:
-                with f.if_else(f.eq(flags, L.BPF_NOEXIST)) as (exists, replace):
-                    with exists:
-                        f.put(rc, c64(-L.EEXIST))
-                    with replace:
-                        self.call(f, "copy_value", desc, self.vaddr(f, desc, e, c64(0)), value, cpu, 0)
-                        with f.if_(lru):
-                            self.lru_touch(f, desc, e)
-            with missing:
-                with f.if_else(f.eq(flags, L.BPF_EXIST)) as (must_exist, insert):
-                    with must_exist:
-                        f.put(rc, c64(-L.ENOENT))
-                    with insert:
-                        self._insert(f, desc, key, value, cpu, h, rc, lru)
-        self.call(f, "unlock", lock)
-        f.ret(f.get(rc))
-
-    def _insert(self, f: Fn, desc, key, value, cpu, h, rc, lru):
-        with f.if_(f.uge(f.f(desc, "COUNT"), f.f(desc, "MAX_ENTRIES"))):
-            tail = f.f(desc, "LRU_TAIL")
-            with f.if_else(f.b.and_(lru, f.sge(tail, 0))) as (evict, full):
-                with evict:
-                    self.call(f, "hash_unlink", desc, tail)
-                with full:
-                    f.put(rc, c64(-L.E2BIG))
-        with f.if_(f.eq(f.get(rc), 0)):
-            e = f.f(desc, "FREE")
-            with f.if_else(f.slt(e, 0)) as (none, ok):
-                with none:
-                    f.put(rc, c64(-L.ENOMEM))
-                with ok:
-                    f.set_f(desc, "FREE", f.ld(f.elem(f.f(desc, "FNEXT"), e)))
-                    f.memcpy(f.add(f.f(desc, "KEYS"), f.mul(e, f.f(desc, "KEY_STRIDE"))), key,
-                             f.f(desc, "KEY_SIZE"))
-                    self.call(f, "copy_value", desc, self.vaddr(f, desc, e, c64(0)), value, cpu, 1)
-                    bucket = f.elem(f.f(desc, "BUCKETS"), f.b.and_(h, f.b.sub(f.f(desc, "NBUCKETS"), c64(1))))
-                    f.st(f.elem(f.f(desc, "NEXT"), e), f.ld(bucket))
-                    f.st_rel(f.elem(f.f(desc, "HASHES"), e), h)
-                    f.st_rel(bucket, e)
-                    f.set_f(desc, "COUNT", f.add(f.f(desc, "COUNT"), 1))
-                    with f.if_(lru):
-                        self.call(f, "lru_push_front", desc, e)
-
-    def _hash_next(self):
-        """hash_next(desc, key, next): the kernel's order (rest of key's chain, then the following buckets;
-        a missing or null key restarts at the first element)."""
-        f = self.new("hash_next", 3)
-        desc, key, out = f.args
-        cap, nb = f.f(desc, "CAPACITY"), f.f(desc, "NBUCKETS")
-        keys, kstride, ks = f.f(desc, "KEYS"), f.f(desc, "KEY_STRIDE"), f.f(desc, "KEY_SIZE")
-        lock = f.field_addr(desc, "LOCK")
-        self.call(f, "lock", lock)
-        rc = f.var(c64(-L.ENOENT))
-        start = f.var(0)
-        with f.if_(f.ne(key, 0)):
-            h = self.call(f, "hash_key", key, ks)
-            e = self.call(f, "hash_find", desc, key, h)
-            with f.if_(f.sge(e, 0)):
-                n = f.ld(f.elem(f.f(desc, "NEXT"), e))
-                with f.if_(f.ult(n, cap)):
-                    f.memcpy(out, f.add(keys, f.mul(n, kstride)), ks)
-                    f.put(rc, c64(0))
-                f.put(start, f.add(f.b.and_(h, f.b.sub(nb, c64(1))), 1))
-        bi = f.var(f.get(start))
-        with f.while_(lambda: f.b.and_(f.ne(f.get(rc), 0), f.ult(f.get(bi), nb))) as done:
-            head = f.ld(f.elem(f.f(desc, "BUCKETS"), f.get(bi)))
-            with f.if_(f.ult(head, cap)):
-                f.memcpy(out, f.add(keys, f.mul(head, kstride)), ks)
-                f.put(rc, c64(0))
-                f.brk(done)
-            f.put(bi, f.add(f.get(bi), 1))
-        self.call(f, "unlock", lock)
-        f.ret(f.get(rc))
-
-    def _ring_reserve(self):
-        """ring_reserve(ctl, data, rsize, len): offset of a new busy record of len bytes, or -1."""
-        f = self.new("ring_reserve", 4)
-        ctl, data, rsize, ln = f.args
-        f.ret_if(f.ugt(ln, f.b.sub(rsize, c64(L.RB_HDR))), -1)
-        total = f.b.and_(f.add(ln, L.RB_HDR + 7), c64(~7))
-        lock = f.add(ctl, 8 * L.CTL_LOCK)
-        self.call(f, "lock", lock)
-        cons = f.ld_acq(f.add(ctl, 8 * L.CTL_CONS))
-        prod = f.ld(f.add(ctl, 8 * L.CTL_PROD))
-        mask = f.b.sub(rsize, c64(1))
-        off = f.b.and_(prod, mask)
-        pad = f.sel(f.ugt(f.add(off, total), rsize), f.b.sub(rsize, off), 0)
-        new = f.add(prod, pad, total)
-        rc = f.var(-1)
-        with f.if_(f.b.icmp_unsigned("<=", f.b.sub(new, cons), rsize)):
-            with f.if_(f.ne(pad, 0)):
-                f.st(f.add(data, off), f.b.or_(f.b.sub(pad, c64(L.RB_HDR)), c64(L.RB_DISCARD)), I32)
-                f.st(f.add(data, off, 4), f.b.lshr(off, c64(3)), I32)
-            rec = f.b.and_(f.add(prod, pad), mask)
-            f.st(f.add(data, rec), f.b.or_(ln, c64(L.RB_BUSY)), I32)
-            f.st(f.add(data, rec, 4), f.b.lshr(rec, c64(3)), I32)
-            f.st_rel(f.add(ctl, 8 * L.CTL_PROD), new)
-            f.put(rc, rec)
-        self.call(f, "unlock", lock)
-        f.ret(f.get(rc))
-
-    def _commit_hdr(self):
-        f = self.new("commit_hdr", 2)
-        hdr, discard = f.args
-        h = f.ld_acq(hdr, I32)
-        f.ret_if(f.eq(f.b.and_(h, c64(L.RB_BUSY)), 0), 0)
-        new = f.b.or_(f.b.and_(h, c64(L.RB_BUSY - 1)), f.sel(f.ne(discard, 0), L.RB_DISCARD, 0))
-        f.st_rel(hdr, new, I32)
-        f.ret(0)
-
-    def ring_write(self, f: Fn, ctl, data, rsize, src, ln, fail: int):
-        """reserve + copy + commit; on a full ring count a lost record and return -fail."""
-        off = self.call(f, "ring_reserve", ctl, data, rsize, ln)
-        with f.if_(f.slt(off, 0), likely=False):
-            f.b.atomic_rmw("add", f.ptr(f.add(ctl, 8 * L.CTL_LOST)), c64(1), "monotonic")
-            f.ret(-fail)
-        f.memcpy(f.add(data, off, L.RB_HDR), src, ln)
-        self.call(f, "commit_hdr", f.add(data, off), 0)
-        f.ret(0)
-
-    # ---- exported operations ----
     def _valid(self):
         f = self.new("bpfmap_valid", 1, internal=False)
         lo, hi = self.arena
@@ -494,6 +228,13 @@ class _Module:
         with f.if_(f.eq(kind, L.KIND_ARRAY)):
             f.memset(f.f(desc, "DATA"), 0, f.f(desc, "DATA_SIZE"))
             f.ret(0)
+        with f.if_(f.eq(kind, L.KIND_QUEUE)):
+            lock = f.field_addr(desc, "LOCK")
+            self.call(f, "lock", lock)
+            f.set_f(desc, "HEAD", 0)
+            f.set_f(desc, "TAIL", 0)
+            self.call(f, "unlock", lock)
+            f.ret(0)
         f.ret_if(f.ne(kind, L.KIND_HASH), -L.EINVAL)
         lock = f.field_addr(desc, "LOCK")
         self.call(f, "lock", lock)
@@ -512,66 +253,6 @@ class _Module:
         f.set_f(desc, "LRU_TAIL", -1)
         self.call(f, "unlock", lock)
         f.ret(0)
-
-    def _rb_reserve(self):
-        f = self.new("bpfmap_rb_reserve", 3, internal=False)
-        desc, ln, flags = f.args
-        f.ret_if(f.ne(flags, 0), 0)
-        data = f.f(desc, "DATA")
-        off = self.call(f, "ring_reserve", f.field_addr(desc, "RING_CTL"), data, f.f(desc, "DATA_SIZE"), ln)
-        f.ret_if(f.slt(off, 0), 0)
-        f.ret(f.add(data, off, L.RB_HDR))
-
-    def _rb_commit(self):
-        f = self.new("bpfmap_rb_commit", 3, internal=False)
-        ptr, _flags, discard = f.args
-        hdr = f.b.sub(ptr, c64(L.RB_HDR))
-        table = self.ring_table
-        n = f.ld(c64(table))
-        r = f.var(0)
-        with f.while_(lambda: f.ult(f.get(r), n)):
-            row = f.add(c64(table + 8), f.mul(f.get(r), 24))
-            end = f.ld_acq(f.add(row, 8))
-            lo = f.ld(row)
-            ok = f.b.and_(f.b.and_(f.ne(end, 0), f.uge(hdr, lo)), f.ult(hdr, end))
-            ok = f.b.and_(ok, f.eq(f.b.and_(f.b.sub(hdr, lo), c64(7)), 0))
-            with f.if_(ok):
-                self.call(f, "commit_hdr", hdr, discard)
-                f.ret(0)
-            f.put(r, f.add(f.get(r), 1))
-        f.ret(0)
-
-    def _rb_output(self):
-        f = self.new("bpfmap_rb_output", 4, internal=False)
-        desc, src, ln, flags = f.args
-        f.ret_if(f.ne(f.b.and_(flags, c64(~L.RB_WAKEUP_FLAGS)), 0), -L.EINVAL)
-        self.ring_write(f, f.field_addr(desc, "RING_CTL"), f.f(desc, "DATA"), f.f(desc, "DATA_SIZE"), src, ln,
-                        L.EAGAIN)
-
-    def _rb_query(self):
-        f = self.new("bpfmap_rb_query", 2, internal=False)
-        desc, flags = f.args
-        ctl = f.field_addr(desc, "RING_CTL")
-        prod = f.ld_acq(f.add(ctl, 8 * L.CTL_PROD))
-        cons = f.ld_acq(f.add(ctl, 8 * L.CTL_CONS))
-        q = L.RB_QUERY
-        values = {q["avail_data"]: f.b.sub(prod, cons), q["ring_size"]: f.f(desc, "DATA_SIZE"),
-                  q["cons_pos"]: cons, q["prod_pos"]: prod}
-        for code, v in values.items():
-            f.ret_if(f.eq(flags, code), v)
-        f.ret(0)
-
-    def _perf_output(self):
-        f = self.new("bpfmap_perf_output", 4, internal=False)
-        desc, flags, src, ln = f.args
-        f.ret_if(f.ne(f.b.lshr(flags, c64(32)), 0), -L.EINVAL)
-        idx = f.b.and_(flags, c64(L.F_INDEX_MASK))
-        idx = f.sel(f.eq(idx, L.F_CURRENT_CPU), self.call(f, "cpu_index", desc, c64(L.CPU_CURRENT)), idx)
-        f.ret_if(f.uge(idx, f.f(desc, "MAX_ENTRIES")), -L.E2BIG)
-        size = f.f(desc, "PERF_BUF")
-        ctl = f.add(f.f(desc, "PERF_CTL"), f.mul(idx, L.CTL_BYTES))
-        self.ring_write(f, ctl, f.add(f.f(desc, "DATA"), f.mul(idx, size)), size, src, ln, L.ENOSPC)
-
 
 def build_module(arena_start: int, arena_end: int, ring_table: int, tls_key: int) -> ir.Module:
     return _Module(arena_start, arena_end, ring_table, tls_key).m

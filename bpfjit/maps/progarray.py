@@ -5,8 +5,8 @@ JIT entry `bpf_tail_entry` (what JIT code jumps to; 0 = empty slot).
 The JIT side of a program is compiled when it is put in a slot, with the config, helper registry and map
 resolution of the map's Runtime (DEFAULT_CONFIG and the default registry without one), and its engine is
 kept alive as long as the map. Programs tail-calling through this map should run with the same config.
-A JIT tail-call target may only call helpers with a native implementation: the state block keeps the
-caller's table of Python-helper callbacks, so such a program is refused with LoadError (engine limit).
+A JIT tail-call target that calls Python helpers installs its own callback table on entry (the caller's
+is restored when the chain ends).
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import threading
 
 import numpy as np
 
-from ..errors import LoadError
 from ..program import DEFAULT_CONFIG, Program
 from . import layout as L
 from .base import MapBase, MapError
@@ -53,6 +52,7 @@ class ProgArrayMap(MapBase):
         """Use `runtime` for the JIT side from now on (recompiling the programs already set)."""
         with self._lock:
             self.runtime = runtime
+            self._retired.extend(engine for _, engine in self._engines.values())
             self._engines.clear()
             for i, prog in enumerate(self._programs):
                 if prog is not None:
@@ -77,10 +77,6 @@ class ProgArrayMap(MapBase):
             resolve = lambda pc, src, imm, nimm: rt.resolve_lddw(program, pc, src, imm, nimm)  # noqa: E731
         program.validate(config)
         engine = JITEngine(program, config, registry, resolve)
-        if engine.callbacks:
-            raise LoadError(f"program {program.name!r} cannot be a JIT tail-call target: it calls a helper "
-                            f"without a native implementation, which JIT code reached by a tail call cannot "
-                            f"use (the state block keeps the caller's Python-helper table)", None, "imm")
         if hit is not None:
             self._retired.append(hit[1])
         self._engines[id(program)] = (program, engine)

@@ -16,7 +16,7 @@ from ..memory import PERM_RW, Region
 from . import arena
 from . import layout as L
 from .base import MapBase, MapError, storage
-from .lib import NCPUS, signed
+from . import lib as _lib
 
 
 def _power_of_two(n: int, what: str) -> int:
@@ -46,6 +46,12 @@ def drain_ring(ctl: np.ndarray, data: np.ndarray) -> list[bytes]:
         cons += total
     ctl[L.CTL_CONS] = cons
     return out
+
+
+def skip_ring(ctl: np.ndarray) -> None:
+    """Consume everything up to the producer position. Records still being written are skipped too; their
+    commit then only flips header bits in space the producer may reuse, which drain_ring tolerates."""
+    ctl[L.CTL_CONS] = ctl[L.CTL_PROD]
 
 
 class RingBufMap(MapBase):
@@ -82,12 +88,17 @@ class RingBufMap(MapBase):
     def __iter__(self):
         yield from self.drain()
 
+    def clear(self) -> None:
+        """Drop every record not consumed yet (a consumer skipping to the producer)."""
+        with self._lock:
+            skip_ring(self._ctl)
+
     def output(self, data: bytes, flags: int = 0) -> None:
         """bpf_ringbuf_output from Python; MapError EAGAIN when there is no room."""
-        buf = np.frombuffer(bytes(data), dtype=np.uint8)
-        rc = signed(self.lib.rb_output(self.desc_addr, buf.ctypes.data if len(buf) else 0, len(buf), flags))
+        data = bytes(data)
+        rc = self.lib.py_rb_output(self.desc_addr, data, len(data), flags)
         if rc:
-            raise MapError(-rc, f"ringbuf output of {len(buf)} bytes")
+            raise MapError(-rc, f"ringbuf output of {len(data)} bytes")
 
     def query(self, what: str | int = "avail_data") -> int:
         return self.lib.rb_query(self.desc_addr, L.RB_QUERY.get(what, what) if isinstance(what, str) else what)
@@ -104,7 +115,7 @@ class PerfEventArrayMap(MapBase):
 
     def __init__(self, max_entries: int | None = None, *, buf_size: int = 64 * 1024, name: str | None = None,
                  ncpus: int | None = None):
-        ncpus = ncpus or NCPUS
+        ncpus = ncpus or _lib.NCPUS
         n = max_entries or ncpus
         super().__init__(4, 4, n, name=name, ncpus=ncpus)
         self.buf_size = _power_of_two(buf_size, "perf buffer size")
@@ -133,12 +144,18 @@ class PerfEventArrayMap(MapBase):
     def __iter__(self):
         yield from self.drain()
 
+    def clear(self) -> None:
+        """Drop every record not consumed yet, on every cpu."""
+        with self._lock:
+            for cpu in range(self.max_entries):
+                skip_ring(self._ring(cpu)[0])
+
     def output(self, data: bytes, cpu: int = L.F_CURRENT_CPU) -> None:
         """perf_event_output from Python into `cpu`'s ring (default: the calling thread's cpu)."""
-        buf = np.frombuffer(bytes(data), dtype=np.uint8)
-        rc = signed(self.lib.perf_output(self.desc_addr, cpu, buf.ctypes.data if len(buf) else 0, len(buf)))
+        data = bytes(data)
+        rc = self.lib.py_perf_output(self.desc_addr, cpu, data, len(data))
         if rc:
-            raise MapError(-rc, f"perf event output of {len(buf)} bytes")
+            raise MapError(-rc, f"perf event output of {len(data)} bytes")
 
     @property
     def lost(self) -> list[int]:
