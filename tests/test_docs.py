@@ -16,3 +16,12 @@ def test_isa_doc_matches_table():
     text = (DOCS / "isa.md").read_text()
     assert _between(text, "<!-- BEGIN ISA TABLE -->", "<!-- END ISA TABLE -->") == isa.markdown_table(), \
         "docs/isa.md is stale: regenerate the table with isa.markdown_table()"
+
+
+def test_readme_python_examples_run():
+    """Every ```python block of the README runs as written."""
+    text = (DOCS.parent / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
