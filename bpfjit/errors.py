@@ -74,6 +74,22 @@ FAULT_KINDS = (
 )
 FAULT_CODE = {k: i for i, k in enumerate(FAULT_KINDS)}
 
+# The message of each kind, shared by both engines (a fault's text is part of what they agree on).
+FAULT_MESSAGES = {
+    "load": "load outside accessible memory",
+    "store": "store outside writable memory",
+    "atomic": "atomic access outside writable memory",
+    "insn_limit": "instruction limit exceeded",
+    "call_depth": "too many nested call frames",
+    "bad_call": "callx to an unknown helper",
+    "helper": "helper failed",
+}
+
+
+def fault(kind: str, pc: int, addr: int | None = None, size: int | None = None) -> RuntimeFault:
+    """The RuntimeFault of `kind` at `pc`, with the shared message."""
+    return RuntimeFault(kind, pc, FAULT_MESSAGES[kind], addr, size)
+
 
 def helper_fault(e: BaseException, pc: int) -> RuntimeFault:
     """The RuntimeFault both engines raise when a helper called at `pc` fails with `e`."""

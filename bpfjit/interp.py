@@ -10,7 +10,7 @@ The JIT must match this module bit for bit; semantics notes are in docs/semantic
 from __future__ import annotations
 
 from . import isa
-from .errors import LoadError, RuntimeFault, helper_fault
+from .errors import LoadError, RuntimeFault, fault, helper_fault
 from .helpers.registry import TailCall
 from .program import Config, Program, block_costs, meter_points
 
@@ -152,7 +152,7 @@ class RunState:
     def atomic_load(self, addr, size, pc):
         r = self.aspace.find(addr, size, 3)
         if r is None:
-            raise RuntimeFault("atomic", pc, "atomic access outside writable memory", addr, size)
+            raise fault("atomic", pc, addr, size)
         return self.aspace.load(addr, size, pc)
 
 
@@ -312,7 +312,7 @@ def _metered(inner, cost: int, pc: int):
     def step(R, S):
         c = S.count + cost
         if c > S.limit:
-            raise RuntimeFault("insn_limit", pc, f"instruction limit {S.limit} exceeded")
+            raise fault("insn_limit", pc)
         S.count = c
         return inner(R, S)
     return step
@@ -344,7 +344,7 @@ def _call_local_factory(pc: int, target: int):
 
     def step(R, S):
         if len(S.frames) + 1 >= S.max_depth:
-            raise RuntimeFault("call_depth", pc, f"more than {S.max_depth} nested call frames")
+            raise fault("call_depth", pc)
         S.frames.append((n, (R[6], R[7], R[8], R[9], R[10])))
         R[10] = R[10] - S.stack_size
         return target
@@ -373,7 +373,7 @@ def _callx_step(d: int, n: int, pc: int):
     def step(R, S):
         h = S.registry.get(R[d])
         if h is None:
-            raise RuntimeFault("bad_call", pc, f"callx to unknown helper {R[d]:#x}")
+            raise fault("bad_call", pc)
         ctx = S.helper_ctx
         ctx.pc = pc
         R[0] = _call_helper(h.py, ctx, R, pc) & M64

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .errors import RuntimeFault
+from .errors import fault
 
 PERM_R = 1
 PERM_W = 2
@@ -108,13 +108,13 @@ class AddressSpace:
     def load(self, addr: int, size: int, pc: int = -1, signed: bool = False) -> int:
         r = self.find(addr, size, PERM_R)
         if r is None:
-            raise RuntimeFault("load", pc, "load outside accessible memory", addr, size)
+            raise fault("load", pc, addr, size)
         return (_UNPACK_S if signed else _UNPACK)[size].unpack_from(r.view, addr - r.start)[0]
 
     def store(self, addr: int, size: int, value: int, pc: int = -1) -> None:
         r = self.find(addr, size, PERM_W)
         if r is None:
-            raise RuntimeFault("store", pc, "store outside writable memory", addr, size)
+            raise fault("store", pc, addr, size)
         _UNPACK[size].pack_into(r.view, addr - r.start, value & ((1 << (size * 8)) - 1))
 
     def read_bytes(self, addr: int, size: int, pc: int = -1) -> bytes | None:

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, helper_fault
+from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, fault, helper_fault
 from ..program import Config, Program
 from . import compiler
 from . import state as S
@@ -177,17 +177,11 @@ class JITEngine:
         kind = FAULT_KINDS[int(st[S.F_KIND])]
         pc = int(st[S.F_PC])
         err, _TLS.error = getattr(_TLS, "error", None), None
-        if err is not None and kind in ("helper",) or (err is not None and isinstance(err, RuntimeFault)):
+        if err is not None and (kind == "helper" or isinstance(err, RuntimeFault)):
             raise helper_fault(err, pc) from err
         if kind in ("load", "store", "atomic"):
-            msg = {"load": "load outside accessible memory", "store": "store outside writable memory",
-                   "atomic": "atomic access outside writable memory"}[kind]
-            raise RuntimeFault(kind, pc, msg, int(st[S.F_ADDR]), int(st[S.F_SIZE]))
-        if kind == "insn_limit":
-            raise RuntimeFault(kind, pc, f"instruction limit {self.config.insn_limit} exceeded")
-        if kind == "call_depth":
-            raise RuntimeFault(kind, pc, f"more than {self.config.max_call_depth} nested call frames")
-        raise RuntimeFault(kind, pc, kind)
+            raise fault(kind, pc, int(st[S.F_ADDR]), int(st[S.F_SIZE]))
+        raise fault(kind, pc)
 
     # ---- running ----
     def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
