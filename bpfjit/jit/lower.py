@@ -311,7 +311,7 @@ class Lowering:
         res = b.call(self.subs[0], [st, c64(0), r1, r2] + [c64(0)] * 7 + [r10, c64(0)] + list(rows),
                      attrs=("alwaysinline",))
         first = b.extract_value(res, 0)
-        if not self.may_signal:
+        if not (self.calls_helpers or self.uses_packet):   # no tail call and no implicit exit possible
             return first
         kslot = b.gep(st, [c64(S.F_KIND)])
         pre = b.block
