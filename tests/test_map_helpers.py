@@ -30,6 +30,12 @@ def rt(request):
     return Runtime(CONFIGS[request.param], helpers=register_map_helpers(default_registry().copy()))
 
 
+@pytest.fixture
+def checked_rt():
+    """Pointer-argument checks are a checked-mode promise (unchecked JIT code trusts its arguments)."""
+    return Runtime(CONFIGS["checked"], helpers=register_map_helpers(default_registry().copy()))
+
+
 def run(engine, rt, text, mem=None, license="GPL"):
     """Assemble with the runtime's map names, run once, return r0 as a signed value."""
     prog = rt.assemble(text, license=license)
@@ -213,9 +219,8 @@ def test_not_a_map(engine, rt, op, which):
 
 @pytest.mark.parametrize("op, expect", [("lookup", 0), ("update", -errno.EFAULT), ("delete", -errno.EFAULT)])
 @pytest.mark.parametrize("where", [0x10, "past_stack"])
-def test_unreadable_key(engine, rt, op, expect, where):
-    if rt.config.checked is False and engine == "jit":
-        pytest.skip("unchecked JIT code trusts pointer arguments")
+def test_unreadable_key(engine, checked_rt, op, expect, where):
+    rt = checked_rt
     rt.add_map(HashMap(4, 8, 4, name="h"))
     key = "mov %r2, 0x10\n" if where == 0x10 else "mov %r2, %r10\nadd %r2, -2\n"   # 2 of 4 bytes readable
     val = "mov %r3, %r10\nadd %r3, -16\nstdw [%r10-16], 0\nmov %r4, 0\n"
@@ -224,9 +229,8 @@ def test_unreadable_key(engine, rt, op, expect, where):
     assert run(engine, rt, text) == expect
 
 
-def test_unreadable_value(engine, rt):
-    if rt.config.checked is False and engine == "jit":
-        pytest.skip("unchecked JIT code trusts pointer arguments")
+def test_unreadable_value(engine, checked_rt):
+    rt = checked_rt
     m = HashMap(4, 8, 4, name="h")
     rt.add_map(m)
     text = "lddw %r1, map(h)\n" + key_on_stack(1) + "mov %r3, %r10\nadd %r3, -4\nmov %r4, 0\n" \
