@@ -19,6 +19,7 @@ from ..program import Config, Program, block_costs, jump_target, leaders, meter_
 from . import state as S
 
 I1, I8, I16, I32, I64 = (ir.IntType(b) for b in (1, 8, 16, 32, 64))
+HOT, COLD = [2000, 1], [1, 2000]        # branch weights: checks pass, faults are rare
 I64P = I64.as_pointer()
 RET = ir.LiteralStructType([I64] * 6)          # r0..r5 after a subprogram returns
 PERM_R, PERM_W, PERM_RW = 1, 2, 3
@@ -541,7 +542,7 @@ class _FunctionLowering:
         bad = b.icmp_unsigned("!=", b.load(self.slot(S.F_KIND)), c64(0))
         cont = self.fn.append_basic_block(f"after_call{len(self.fn.blocks)}")
         self.prop_pc.add_incoming(c64(-1 if pc is None else pc), b.block)
-        b.cbranch(bad, self.prop_exit, cont)
+        b.cbranch(bad, self.prop_exit, cont).set_weights(COLD)
         b.position_at_end(cont)
 
     # ---- blocks ----
@@ -553,7 +554,7 @@ class _FunctionLowering:
             if start in low.meter_points:
                 over = b.icmp_unsigned(">", c, self.limit)
                 ok = self.fn.append_basic_block(f"pc{start}_run")
-                b.cbranch(over, self.fault_block("insn_limit", start), ok)
+                b.cbranch(over, self.fault_block("insn_limit", start), ok).set_weights(COLD)
                 b.position_at_end(ok)
             b.store(c, self.cnt)
         pc = start
@@ -588,7 +589,7 @@ class _FunctionLowering:
                               b.icmp_signed(">=", c64(off), b.sub(d, c64(total))))
             general = self.fn.append_basic_block(f"pc{pc}_check")
             done = self.fn.append_basic_block(f"pc{pc}_stack_ok")
-            b.cbranch(in_stack, done, general)
+            b.cbranch(in_stack, done, general).set_weights(HOT)
             b.position_at_end(general)
             self._check_regions(addr, size, perm, kind, pc, done)
             b.position_at_end(done)
@@ -605,11 +606,11 @@ class _FunctionLowering:
             r = b.icmp_unsigned("<", b.sub(addr, lo), n)
             fast_ok = r if fast_ok is None else b.or_(fast_ok, r)
         slow = self.fn.append_basic_block(f"pc{pc}_slow")
-        b.cbranch(fast_ok, cont, slow)
+        b.cbranch(fast_ok, cont, slow).set_weights(HOT)
         b.position_at_end(slow)
         info = c64(fault_info(FAULT_CODE[kind], pc, perm))
         good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), info])
-        b.cbranch(good, cont, self.fault_ret)
+        b.cbranch(good, cont, self.fault_ret).set_weights(HOT)
 
     def ptr(self, addr, bits: int):
         return self.b.inttoptr(addr, _ity(bits).as_pointer())
@@ -722,7 +723,7 @@ class _FunctionLowering:
         mem_len = b.load(self.slot(S.MEM_LEN))
         bad = b.or_(b.icmp_signed("<", o, c64(0)), b.icmp_signed(">", b.add(o, c64(nbytes)), mem_len))
         cont = self.fn.append_basic_block(f"pc{pc}_pkt")
-        b.cbranch(bad, self.fault_block("none", pc, code=S.EXIT0), cont)
+        b.cbranch(bad, self.fault_block("none", pc, code=S.EXIT0), cont).set_weights(COLD)
         b.position_at_end(cont)
         addr = b.add(b.load(self.slot(S.MEM_START)), o)
         self.check(addr, nbytes, PERM_R, "load", pc)
@@ -737,7 +738,7 @@ class _FunctionLowering:
         target = pc + 1 + ins.imm
         too_deep = b.icmp_unsigned(">=", b.add(self.depth, c64(1)), c64(low.cfg.max_call_depth))
         cont = self.fn.append_basic_block(f"pc{pc}_call")
-        b.cbranch(too_deep, self.fault_block("call_depth", pc), cont)
+        b.cbranch(too_deep, self.fault_block("call_depth", pc), cont).set_weights(COLD)
         b.position_at_end(cont)
         b.store(b.load(self.cnt), self.slot(S.COUNT))
         args = [self.st] + [self.reg(i) for i in range(10)] + \
