@@ -601,13 +601,10 @@ class _FunctionLowering:
     def _check_regions(self, addr, size: int, perm: int, kind: str, pc: int, cont):
         """Branch to cont if the region table allows the access, else to the fault exit."""
         b = self.b
-        fast_ok = None
-        for lo, n in self.fast[(perm, size)]:
-            r = b.icmp_unsigned("<", b.sub(addr, lo), n)
-            fast_ok = r if fast_ok is None else b.or_(fast_ok, r)
-        slow = self.fn.append_basic_block(f"pc{pc}_slow")
-        b.cbranch(fast_ok, cont, slow).set_weights(HOT)
-        b.position_at_end(slow)
+        for i, (lo, n) in enumerate(self.fast[(perm, size)]):     # row 0, then row 1: one compare each
+            nxt = self.fn.append_basic_block(f"pc{pc}_row{i + 1}" if i == 0 else f"pc{pc}_slow")
+            b.cbranch(b.icmp_unsigned("<", b.sub(addr, lo), n), cont, nxt).set_weights(HOT)
+            b.position_at_end(nxt)
         info = c64(fault_info(FAULT_CODE[kind], pc, perm))
         good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), info])
         b.cbranch(good, cont, self.fault_ret).set_weights(HOT)
