@@ -27,7 +27,7 @@ from ..memory import PERM_R, PERM_W
 from ..jit import compiler
 from ..jit import state as S
 from ..jit.lower import I8, I32, I64, I64P, NATIVE_FN, c64, region_check_fn
-from ..jit.native_helpers import NATIVE, bind_libc
+from ..jit.native_helpers import NATIVE, libc_fn
 from .registry import Helper
 from .trace import emit_trace_printk, trace_printk
 
@@ -45,12 +45,6 @@ I8P = I8.as_pointer()
 
 
 # ------------------------------------------------------------------------------ IR conveniences
-def libc_fn(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
-    """The libc function `name` declared in module (and bound for the JIT linker)."""
-    bind_libc(name)
-    return module.globals.get(name) or ir.Function(module, fnty, name)
-
-
 class IRHelper:
     """Emitting one helper body into `fn` (jit.lower.NATIVE_FN: i64 (i64* state, i64 r1..r5))."""
 
@@ -291,6 +285,11 @@ def _emit_prandom(module, fn, checked):
     b.ret(b.call(module.globals["bpfjit_prandom_u32"], []))
 
 
+def _emit_ktime(module, fn, checked):
+    h = IRHelper(module, fn)
+    h.b.ret(h.ktime_ns())
+
+
 def _emit_cpu(module, fn, checked):
     h = IRHelper(module, fn)
     h.b.ret(h.libc_i32("sched_getcpu"))
@@ -325,6 +324,7 @@ def _emit_comm(module, fn, checked):
 NATIVE_TWINS = {   # name: (emitter, may_fault)
     "probe_read": (_emit_probe_read, True), "probe_read_str": (_emit_probe_read_str, True),
     "trace_printk": (emit_trace_printk, True),
+    "ktime_get_ns": (_emit_ktime, False),
     "get_prandom_u32": (_emit_prandom, False), "get_smp_processor_id": (_emit_cpu, False),
     "get_current_pid_tgid": (_emit_ids("getpid", "gettid"), False),
     "get_current_uid_gid": (_emit_ids("getgid", "getuid"), False),

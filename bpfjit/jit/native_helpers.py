@@ -1,8 +1,8 @@
-"""Native (LLVM IR) implementations of built-in helpers, named by `Helper.native`.
+"""The registry of native (LLVM IR) helper emitters, named by `Helper.native`, and libc binding.
 
-Each emitter adds `i64 name(i64* state, i64 r1..r5)` to the module. libc functions they call are bound
-with llvm.add_symbol at first use. Python implementations of the same helpers live in helpers/builtin.py;
-both must behave identically.
+An emitter fills in `i64 name(i64* state, i64 r1..r5)` in a program's module; helpers/builtin.py and
+helpers/map_helpers.py add theirs (their Python twins live beside them and must behave identically).
+libc functions native code calls are declared with `libc_fn` and bound with llvm.add_symbol at first use.
 """
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import ctypes
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from .lower import I32, I64, NATIVE_FN
+from .lower import NATIVE_FN
 
 _LIBC = ctypes.CDLL(None)
 _BOUND: set[str] = set()
-CLOCK_MONOTONIC = 1
 
 
 def bind_libc(name: str) -> None:
@@ -24,17 +23,10 @@ def bind_libc(name: str) -> None:
         _BOUND.add(name)
 
 
-def _ktime_get_ns(module: ir.Module, fn: ir.Function, checked: bool) -> None:
-    bind_libc("clock_gettime")
-    ts_t = ir.LiteralStructType([I64, I64])
-    cg = module.globals.get("clock_gettime") or ir.Function(
-        module, ir.FunctionType(I32, [I32, ts_t.as_pointer()]), "clock_gettime")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    ts = b.alloca(ts_t)
-    b.call(cg, [ir.Constant(I32, CLOCK_MONOTONIC), ts])
-    sec = b.load(b.gep(ts, [ir.Constant(I32, 0), ir.Constant(I32, 0)]))
-    nsec = b.load(b.gep(ts, [ir.Constant(I32, 0), ir.Constant(I32, 1)]))
-    b.ret(b.add(b.mul(sec, ir.Constant(I64, 1_000_000_000)), nsec))
+def libc_fn(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
+    """The libc function `name` declared in module (and bound for the JIT linker)."""
+    bind_libc(name)
+    return module.globals.get(name) or ir.Function(module, fnty, name)
 
 
 class NativeHelpers:
@@ -44,7 +36,7 @@ class NativeHelpers:
     state, so the caller checks the state after the call. Others (runtime maps ...) add emitters."""
 
     def __init__(self):
-        self._emitters = {"ktime_get_ns": (_ktime_get_ns, False)}
+        self._emitters: dict[str, tuple] = {}
 
     def add(self, name: str, emitter, may_fault: bool = False) -> None:
         self._emitters[name] = (emitter, may_fault)

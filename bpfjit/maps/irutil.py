@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from llvmlite import ir
 
-from ..jit.native_helpers import bind_libc
+from ..jit.native_helpers import libc_fn
 from .layout import FIELDS
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -40,9 +40,8 @@ def declare(module: ir.Module, name: str, ret, args) -> ir.Function:
 
 
 def libc(module: ir.Module, name: str) -> ir.Function:
-    bind_libc(name)
     ret, args = LIBC[name]
-    return declare(module, name, ret, args)
+    return libc_fn(module, name, ir.FunctionType(ret, args))
 
 
 class Fn:
