@@ -23,6 +23,33 @@ _DISK: Path | None = Path(os.environ["BPFJIT_CACHE_DIR"]) if os.environ.get("BPF
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
 
+# Functions LLVM's code generator may call on its own (libcalls: 128-bit division from loop trip-count
+# arithmetic, memory intrinsics). MCJIT would leave an unresolved one at address 0, so bind them all up front
+# from the C library and the compiler runtime (libgcc_s).
+LIBCALLS = ("memcpy", "memmove", "memset", "__udivti3", "__umodti3", "__divti3", "__modti3", "__udivmodti4",
+            "__divmodti4", "__multi3", "__popcountdi2", "__popcountti2", "__clzti2", "__ctzti2")
+
+
+def _bind_libcalls() -> None:
+    import ctypes
+    import ctypes.util
+    libs = [ctypes.CDLL(None)]
+    name = ctypes.util.find_library("gcc_s")
+    if name:
+        try:
+            libs.append(ctypes.CDLL(name))
+        except OSError:
+            pass
+    for sym in LIBCALLS:
+        for lib in libs:
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                llvm.add_symbol(sym, ctypes.cast(fn, ctypes.c_void_p).value)
+                break
+
+
+_bind_libcalls()
+
 
 def set_disk_cache(path: str | os.PathLike | None) -> None:
     """Keep compiled objects in `path` across processes (None turns the disk cache off)."""

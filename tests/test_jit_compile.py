@@ -1,7 +1,12 @@
-"""The JIT's compile cache: in memory (a program loaded again is not compiled again) and on disk."""
+"""JIT compilation: the compile cache (in memory and on disk), IR and native assembly printing, and code
+that calls compiler-runtime functions (libcalls LLVM emits on its own)."""
 from __future__ import annotations
 
-from bpfjit import VM, Config, Program
+from pathlib import Path
+
+import pytest
+
+from bpfjit import VM, Config, Program, RuntimeFault, datafile
 from bpfjit.jit import compiler
 
 SRC = "mov %r0, 41\nadd %r0, 1\nexit\n"
@@ -41,3 +46,16 @@ def test_ir_and_native_assembly_are_printable():
     vm = VM(Program.from_asm(SRC), "jit")
     assert "bpf_run_mem" in vm.engine.ir() and "define" in vm.engine.ir(optimized=False)
     assert "bpf_run_mem" in vm.engine.native_asm()
+
+
+REGRESSIONS = Path(__file__).parent / "data" / "regressions"
+
+
+@pytest.mark.parametrize("opt", [0, 1, 2, 3])
+def test_libcall_regression_at_every_level(engine, opt):
+    """Code LLVM emits may call compiler-runtime functions (here __udivti3 at -O3): they must be bound."""
+    df = datafile.load(REGRESSIONS / "o3-i128-division-libcall.data")
+    vm = VM(Program(datafile.insns_of(df)), engine, Config(opt_level=opt))
+    with pytest.raises(RuntimeFault) as ei:
+        vm.run(df.mem)
+    assert (ei.value.kind, ei.value.pc) == ("call_depth", 140)
