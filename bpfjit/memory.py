@@ -41,13 +41,17 @@ class Region:
     __slots__ = ("name", "buf", "start", "end", "perms", "view")
 
     def __init__(self, name: str, buf: np.ndarray, perms: int = PERM_RW):
+        self.name = name
+        self.perms = perms
+        self.rebind(buf)
+
+    def rebind(self, buf: np.ndarray) -> None:
+        """Point the region at another buffer (run_batch moves the record region from record to record)."""
         if buf.dtype != np.uint8 or buf.ndim != 1:
             buf = buf.reshape(-1).view(np.uint8)
-        self.name = name
         self.buf = buf
         self.start = buf.ctypes.data if buf.size else 0
         self.end = self.start + buf.size
-        self.perms = perms
         self.view = memoryview(buf) if buf.size else memoryview(b"")
 
     @property

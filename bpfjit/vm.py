@@ -228,9 +228,10 @@ class VM:
         flat = recs.reshape(n, -1).view(np.uint8).reshape(n, stride)
         stack = self._stack()
         if hasattr(self.engine, "run_batch"):
-            aspace = self.address_space(Region("record", flat[0], perms))
+            record = Region("record", flat[0], perms)
+            aspace = self.address_space(record)
             ctx = self._ctx(aspace)
-            return self.engine.run_batch(aspace, flat, stack.end, ctx, perms)
+            return self.engine.run_batch(aspace, flat, stack.end, ctx, perms, record)
         out = np.zeros(n, dtype=np.uint64)
         for i in range(n):
             region = Region("record", flat[i], perms)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bpfjit import VM, Config, Program, RuntimeFault
-from bpfjit.helpers import Helper, HelperRegistry
+from bpfjit.helpers import Helper, HelperRegistry, default_registry
 from bpfjit.isa import Insn
 from bpfjit.vm import thread_stack
 
@@ -699,3 +699,23 @@ def test_r10_follows_the_stack_configuration(engine):
     assert make_vm("mov %r0, %r10\nexit", engine, cfg).run() == stack_top(cfg)
     err = fault_of(make_vm("stb [%r10-1025], 1\nexit", engine, cfg))
     assert (err.kind, err.addr) == ("store", stack_top(cfg) - 1025)
+
+
+# ----------------------------------------------------------------------- run_batch isolation (fuzz finds)
+def test_batch_record_cannot_reach_its_neighbour(engine):
+    """Each run of run_batch sees only its own record: reading the previous record faults at record 1
+    (the JIT used to keep record 0 in its region table for the whole batch)."""
+    recs = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    vm = make_vm("ldxb %r2, [%r1]\njeq %r2, 0, +1\nldxb %r0, [%r1-16]\nexit", engine)
+    with pytest.raises(RuntimeFault) as ei:
+        vm.run_batch(recs)
+    assert (ei.value.kind, ei.value.pc, ei.value.record) == ("load", 2, 1)
+
+
+def test_python_helper_sees_the_record_being_run(engine):
+    """A Python helper reading r1's memory during run_batch reads the current record in both engines."""
+    reg = HelperRegistry(default_registry())
+    reg.register(Helper(300, "first_byte", lambda ctx, r1, *a: ctx.aspace.read_bytes(r1, 1)[0]))
+    recs = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    vm = make_vm("call 300\nexit", engine, helpers=reg)
+    assert vm.run_batch(recs).tolist() == [0, 16, 32]

@@ -36,6 +36,10 @@ def _callback(helper):
 
     def cb(st_addr, r1, r2, r3, r4, r5):
         try:
+            batch = getattr(_TLS, "batch", None)
+            if batch is not None:     # run_batch: show the helper the record being run
+                records, region = batch
+                region.rebind(records[(ctypes.c_uint64 * S.NSLOTS).from_address(st_addr)[S.BATCH_INDEX]])
             return int(fn(_TLS.ctx, r1, r2, r3, r4, r5)) & M64
         except BaseException as e:  # noqa: BLE001 - nothing may escape into native code
             _TLS.error = e
@@ -153,14 +157,15 @@ class JITEngine:
         return out
 
     # ---- state ----
-    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3):
+    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3, skip=None):
         """The thread's state block for a run over `aspace`; region row 0 is reserved for the run's mem
-        (bpf_run_mem and the batch loop write it), the address space's rows follow."""
+        (bpf_run_mem and the batch loop write it), the address space's rows follow (but `skip`)."""
         st = getattr(_TLS, "state", None)
         if st is None:
             st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
-        row0 = np.array([mem_start, mem_start + mem_len, mem_perms], dtype=np.uint64)
-        table = np.concatenate([row0, aspace.table()])
+        rows = [(mem_start, mem_start + mem_len, mem_perms)] + \
+            [(r.start, r.end, r.perms) for r in aspace.regions if r is not skip]
+        table = np.array(rows + [(0, 0, 0)] * max(0, 2 - len(rows)), dtype=np.uint64).reshape(-1)
         st[:] = 0
         lim = self.config.insn_limit
         st[S.LIMIT] = lim if lim is not None else M64
@@ -197,18 +202,25 @@ class JITEngine:
             self._raise_fault(st)
         return r0
 
-    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx, mem_perms: int = 3) -> np.ndarray:
-        """One run per record; the native loop points region row 0 at each record in turn."""
+    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx, mem_perms: int = 3,
+                  record_region=None) -> np.ndarray:
+        """One run per record; the native loop points region row 0 at each record in turn. record_region
+        (the address space's region for the records) stays out of the native table, and Python helpers see
+        it moved to the record being run."""
         n = len(records)
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
             return out
         stride = records.strides[0]
         base = records.ctypes.data
-        st, table = self._state(aspace, base, stride, stack_top, mem_perms)
+        st, table = self._state(aspace, base, stride, stack_top, mem_perms, skip=record_region)
         _TLS.ctx = helper_ctx
+        _TLS.batch = (records, record_region) if self.callbacks and record_region is not None else None
         batch, _ = self._loop_entries()
-        done = batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
+        try:
+            done = batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
+        finally:
+            _TLS.batch = None
         if done < n:
             try:
                 self._raise_fault(st)

@@ -381,6 +381,8 @@ class Lowering:
             b.store(c64(0), b.gep(st, [c64(S.COUNT)]))
         if self.calls_helpers:
             b.store(c64(0), b.gep(st, [c64(S.TAIL)]))
+            if out is not None:
+                b.store(i, b.gep(st, [c64(S.BATCH_INDEX)]))
         r0 = self._call_entry(b, st, r1, r2, r10, [r1, b.add(r1, r2), perms] + row1)
         cont = fn.append_basic_block("cont")
         if self.may_signal:

@@ -25,6 +25,7 @@ TAIL_LIMIT = 16   # Config.tail_call_limit
 ARG_R1 = 17       # bpf_run_mem inputs: r1 (mem address), r2 (mem length), permissions of the mem region
 ARG_R2 = 18
 ARG_PERMS = 19
+BATCH_INDEX = 20  # run_batch: index of the record being run (for Python helpers' view of memory)
 NSLOTS = 24
 
 EXIT0 = 255       # F_KIND value for "program ended with r0 = 0" (legacy packet load out of bounds)
