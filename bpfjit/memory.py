@@ -50,7 +50,7 @@ class Region:
         if buf.dtype != np.uint8 or buf.ndim != 1:
             buf = buf.reshape(-1).view(np.uint8)
         self.buf = buf
-        self.start = buf.ctypes.data if buf.size else 0
+        self.start = buf.__array_interface__["data"][0] if buf.size else 0
         self.end = self.start + buf.size
         self.view = memoryview(buf) if buf.size else memoryview(b"")
 

@@ -30,6 +30,11 @@ HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
 _TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
 
 
+def addr_of(arr: np.ndarray) -> int:
+    """Address of a numpy array's data (cheaper than arr.ctypes.data, which builds a ctypes object)."""
+    return arr.__array_interface__["data"][0]
+
+
 def _callback(helper):
     """ctypes callback running a Python helper for native code; failures become a fault in the state."""
     fn = helper.py
@@ -62,6 +67,7 @@ class JITEngine:
         plan, callbacks = self._plan_helpers()
         self.callbacks = callbacks
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
+        self._helper_table_addr = addr_of(self.helper_table)
         self._lddw = self._resolve_lddw(resolve_lddw)
         self._plan = plan
         self._modules: dict[str, compiler.Compiled] = {}
@@ -75,7 +81,7 @@ class JITEngine:
         cfg, prog = self.config, self.prog
         # a tail-call target runs on its caller's state, so it installs its own callback table (this
         # engine's: the address is part of the module, and of its cache key)
-        table = self.helper_table.ctypes.data if kind == "tail" and self.callbacks else 0
+        table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
         key = compiler.cache_key(prog.to_bytes(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
                                  cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
                                  sorted(self._lddw.items()), table)
@@ -163,17 +169,18 @@ class JITEngine:
         st = getattr(_TLS, "state", None)
         if st is None:
             st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
+            _TLS.state_addr = addr_of(st)
         rows = [(mem_start, mem_start + mem_len, mem_perms)] + \
             [(r.start, r.end, r.perms) for r in aspace.regions if r is not skip]
         table = np.array(rows + [(0, 0, 0)] * max(0, 2 - len(rows)), dtype=np.uint64).reshape(-1)
         st[:] = 0
         lim = self.config.insn_limit
         st[S.LIMIT] = lim if lim is not None else M64
-        st[S.TABLE] = table.ctypes.data
+        st[S.TABLE] = addr_of(table)
         st[S.NREGIONS] = len(table) // 3
         st[S.MEM_START] = mem_start
         st[S.MEM_LEN] = mem_len
-        st[S.HELPERS] = self.helper_table.ctypes.data
+        st[S.HELPERS] = self._helper_table_addr
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = self.config.tail_call_limit
         return st, table
@@ -196,7 +203,7 @@ class JITEngine:
         st[S.ARG_R1] = r1 & M64
         st[S.ARG_R2] = r2 & M64
         st[S.ARG_PERMS] = mem_perms
-        r0 = self._run_mem(st.ctypes.data)
+        r0 = self._run_mem(_TLS.state_addr)
         self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
@@ -212,13 +219,13 @@ class JITEngine:
         if n == 0:
             return out
         stride = records.strides[0]
-        base = records.ctypes.data
+        base = addr_of(records)
         st, table = self._state(aspace, base, stride, stack_top, mem_perms, skip=record_region)
         _TLS.ctx = helper_ctx
         _TLS.batch = (records, record_region) if self.callbacks and record_region is not None else None
         batch, _ = self._loop_entries()
         try:
-            done = batch(st.ctypes.data, base, stride, n, stack_top, out.ctypes.data)
+            done = batch(_TLS.state_addr, base, stride, n, stack_top, addr_of(out))
         finally:
             _TLS.batch = None
         if done < n:
@@ -234,7 +241,7 @@ class JITEngine:
         st, table = self._state(aspace, mem_start, mem_len, stack_top, mem_perms)
         _TLS.ctx = helper_ctx
         _, bench = self._loop_entries()
-        r0 = bench(st.ctypes.data, r1 & M64, r2 & M64, stack_top, n)
+        r0 = bench(_TLS.state_addr, r1 & M64, r2 & M64, stack_top, n)
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0
@@ -259,9 +266,9 @@ class FastRunner:
         self.st_addr = ctypes.addressof(st)
         lim = engine.config.insn_limit
         st[S.LIMIT] = lim if lim is not None else M64
-        st[S.TABLE] = self.table.ctypes.data
+        st[S.TABLE] = addr_of(self.table)
         st[S.NREGIONS] = len(self.table) // 3
-        st[S.HELPERS] = engine.helper_table.ctypes.data
+        st[S.HELPERS] = engine._helper_table_addr
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
         self.r10 = stack_top

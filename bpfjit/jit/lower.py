@@ -91,8 +91,11 @@ _ICMP = {"jeq": ("u", "=="), "jne": ("u", "!="), "jgt": ("u", ">"), "jge": ("u",
 _RMW = {"add": "add", "or": "or", "and": "and", "xor": "xor", "xchg": "xchg"}
 
 
+SKIP_FAST_ROWS = 0x80    # info flag: rows 0 and 1 were checked inline already, scan from row 2
+
+
 def fault_info(kind_code: int, pc: int, perm: int = 0) -> int:
-    """The packed `info` argument of bpf_check_slow / bpf_set_fault: perm | kind << 8 | pc << 16."""
+    """The packed `info` argument of bpf_check_slow / bpf_set_fault: perm | flags | kind << 8 | pc << 16."""
     return perm | (kind_code << 8) | (pc << 16)
 
 
@@ -118,8 +121,9 @@ def _declare(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function
 
 def region_check_fn(module: ir.Module) -> ir.Function:
     """bpf_check_slow(st, addr, size, info) -> i1: is [addr, addr+size) inside one region of the run's table
-    with the permission in info's low byte? When not, and info carries a fault kind (fault_info), the fault
-    is recorded in the state. Compiled once per process (support module) and declared in each module that
+    with the permission in info's low bits? When not, and info carries a fault kind (fault_info), the fault
+    is recorded in the state. With SKIP_FAST_ROWS the scan starts at row 2 (compiled code checked rows 0 and
+    1 from SSA values already, so a batch loop need not keep row 0 in memory current). Compiled once per process (support module) and declared in each module that
     calls it; native helpers also use it (info = perm only) to check pointer arguments."""
     return _declare(module, "bpf_check_slow", CHECK_SLOW_FN)
 
@@ -137,7 +141,8 @@ def define_region_check(module: ir.Module) -> ir.Function:
                                                      ("entry", "loop", "body", "next", "yes", "no", "record",
                                                       "fail"))
     b = ir.IRBuilder(entry)
-    perm = b.and_(info, c64(0xFF))
+    perm = b.and_(info, c64(0x7F))
+    first = b.select(b.icmp_unsigned("!=", b.and_(info, c64(SKIP_FAST_ROWS)), c64(0)), c64(2), c64(0))
     table = b.inttoptr(b.load(b.gep(st, [c64(S.TABLE)])), I64P)
     n = b.load(b.gep(st, [c64(S.NREGIONS)]))
     end = b.add(addr, size)
@@ -145,7 +150,7 @@ def define_region_check(module: ir.Module) -> ir.Function:
     b.cbranch(nowrap, loop, no)
     b.position_at_end(loop)
     i = b.phi(I64)
-    i.add_incoming(c64(0), entry)
+    i.add_incoming(first, entry)
     b.cbranch(b.icmp_unsigned("<", i, n), body, no)
     b.position_at_end(body)
     row = b.mul(i, c64(3))
@@ -369,9 +374,9 @@ class Lowering:
             # that repeated runs over the same input cannot be hoisted out of the loop or merged
             barrier = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [I64]), "", "r,~{memory}", side_effect=True)
             b.call(barrier, [r1])
-        # region row 0 (for the slow check and native helpers) and the packet bounds of this run; only
-        # where something reads them
-        if self.checked:
+        # region row 0 (for native helpers' pointer checks and tail-call targets) and the packet bounds of
+        # this run; only where something reads them (compiled code's own checks use the SSA rows)
+        if self.calls_helpers:
             for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
                 b.store(v, b.gep(table, [c64(idx)]))
         if self.uses_packet:
@@ -607,7 +612,7 @@ class _FunctionLowering:
             nxt = self.fn.append_basic_block(f"pc{pc}_row{i + 1}" if i == 0 else f"pc{pc}_slow")
             b.cbranch(b.icmp_unsigned("<", b.sub(addr, lo), n), cont, nxt).set_weights(HOT)
             b.position_at_end(nxt)
-        info = c64(fault_info(FAULT_CODE[kind], pc, perm))
+        info = c64(fault_info(FAULT_CODE[kind], pc, perm | SKIP_FAST_ROWS))
         good = b.call(self.low.check_slow_fn(), [self.st, addr, c64(size), info])
         b.cbranch(good, cont, self.fault_ret).set_weights(HOT)
 
