@@ -161,9 +161,22 @@ def helper_section(res: Results) -> str:
             table(["helper", "ns per execution"], rows))
 
 
+def maps_section(res: Results) -> str:
+    rows = []
+    for kind, label in (("map_lookup", "lookup from JIT"), ("map_update", "update from JIT"),
+                        ("tail_call", "tail call")):
+        for prog in res.programs(kind):
+            rows.append([f"{label}: {prog}", fmt_ns(res.ns(kind=kind, program=prog, mode="checked")),
+                         fmt_ns(res.ns(kind=kind, program=prog, mode="unchecked"))])
+    for prog in res.programs("map_python"):
+        rows.append([f"from Python: {prog}", fmt_ns(res.ns(kind="map_python", program=prog)), "–"])
+    return ("### Maps and tail calls (`VM.bench` per execution, the program's own floor included)\n\n" +
+            table(["case", "checked ns", "unchecked ns"], rows))
+
+
 def report(res: Results) -> str:
     return "\n\n".join(["## bpfjit benchmarks", machine_section(res), exec_section(res), compile_section(res),
-                        overhead_section(res), helper_section(res)]) + "\n"
+                        overhead_section(res), helper_section(res), maps_section(res)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
