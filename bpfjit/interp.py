@@ -134,7 +134,7 @@ def _atomic_body(op: str, nbytes: int) -> str:
 class RunState:
     """Mutable state of one run (one per thread per run)."""
     __slots__ = ("aspace", "frames", "count", "limit", "stack_size", "max_depth", "helper_ctx",
-                 "mem_start", "mem_len", "registry", "r0_exit")
+                 "mem_start", "mem_len", "registry")
 
     def __init__(self, aspace, limit, stack_size, max_depth, helper_ctx, mem_start, mem_len, registry):
         self.aspace = aspace
@@ -147,7 +147,6 @@ class RunState:
         self.mem_start = mem_start
         self.mem_len = mem_len
         self.registry = registry
-        self.r0_exit = None
 
     def atomic_load(self, addr, size, pc):
         r = self.aspace.find(addr, size, 3)

@@ -141,6 +141,3 @@ class AddressSpace:
         r.view[off:off + len(data)] = data
         return True
 
-
-def hexdump_region(region: Region) -> str:
-    return region.buf.tobytes().hex(" ")

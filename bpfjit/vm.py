@@ -31,7 +31,6 @@ class _MemRunner:
         self.inner = inner
         self.run = inner.run
         self.regions_src = regions_src
-        self.inner.regions_src = regions_src
         self.last_obj = None
         self.last_mem = None
         self.scratch = np.zeros(256, dtype=np.uint8)

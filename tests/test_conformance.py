@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfjit import VM, BPFError, Config, LoadError, Program, RuntimeFault, datafile, isa
+from bpfjit import VM, BPFError, Config, LoadError, Program, RuntimeFault, datafile
 
 from .conftest import shared_dir
 

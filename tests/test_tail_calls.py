@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bpfjit import VM, Config, LoadError, Program, RuntimeFault
+from bpfjit import VM, Config, Program, RuntimeFault
 from bpfjit.asm import assemble
 from bpfjit.helpers import Helper, default_registry
 from bpfjit.helpers.map_helpers import register_map_helpers

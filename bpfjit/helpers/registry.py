@@ -8,7 +8,7 @@ implementation the JIT emits instead. Helper implementations live in builtin.py,
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 # Argument types (the kernel's bpf_arg_type names, shortened), for prototypes and the verifier.
@@ -49,7 +49,6 @@ class HelperContext:
     pc: int = -1                # pc of the call (set by the interpreter; -1 in the JIT)
     config: object = None       # program.Config of the run
     tail_calls: int = 0         # tail calls taken so far in this run (interpreter)
-    extra: dict = field(default_factory=dict)
 
 
 class TailCall(Exception):

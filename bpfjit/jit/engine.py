@@ -257,7 +257,7 @@ class JITEngine:
 class FastRunner:
     """Prepared state of one thread for repeated `VM.run` calls: the state block and region table are
     built once; each call passes only (mem address, mem length, permissions) to bpf_run_mem."""
-    __slots__ = ("engine", "st", "st_addr", "table", "r10", "call", "regions_src")
+    __slots__ = ("engine", "st", "st_addr", "table", "r10", "call")
 
     def __init__(self, engine: JITEngine, rows, stack_top: int):
         self.engine = engine
@@ -273,7 +273,6 @@ class FastRunner:
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
         self.r10 = stack_top
         self.call = engine._run_mem
-        self.regions_src = None
         engine._last_state = st
 
     def run(self, addr: int, size: int, perms: int) -> int:

@@ -627,7 +627,6 @@ class _FunctionLowering:
         n = pc + 1
         if f.cls in (isa.CLS_ALU, isa.CLS_ALU64) and op not in ("le", "be", "bswap"):
             bits = 64 if f.is64 else 32
-            t = _ity(bits)
             a = self.reg(d)
             bv = self.reg(s) if f.srcreg else c64(ins.imm)
             if bits == 32:

@@ -18,7 +18,6 @@ MEM_LEN = 9
 HELPERS = 10      # address of the Python-helper callback table (uint64 function pointers)
 STACK_TOP = 11    # r10 of the entry frame (batch loops)
 TAIL = 12         # tail calls taken so far in this run
-RUNTIME = 13      # address of runtime data (maps, trace), opaque to lowering
 TAIL_TARGET = 14  # pending tail call: address of the target module's bpf_tail_entry
 TAIL_CTX = 15     # pending tail call: r1 for the target
 TAIL_LIMIT = 16   # Config.tail_call_limit
