@@ -3,7 +3,7 @@
 Public API: `Program` (load from bytes/asm/ELF), `Config`, `VM` (program + engine), `run` (one-shot),
 `assemble`/`disassemble`, the exception hierarchy, and the helper registry.
 """
-from .errors import AssemblerError, BPFError, LoadError, RuntimeFault, VerifierError
+from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, RuntimeFault, VerifierError
 from .program import Config, Program
 from .vm import ENGINES, VM, run
 
@@ -20,5 +20,5 @@ def disassemble(prog) -> str:
     return _disassemble(prog)
 
 
-__all__ = ["AssemblerError", "BPFError", "LoadError", "RuntimeFault", "VerifierError", "Config", "Program",
+__all__ = ["AssemblerError", "BPFError", "ConfigError", "ELFError", "LoadError", "RuntimeFault", "VerifierError", "Config", "Program",
            "ENGINES", "VM", "run", "assemble", "disassemble", "__version__"]

@@ -38,6 +38,30 @@ class VerifierError(LoadError):
     """A program the verifier rejects."""
 
 
+class ELFError(BPFError):
+    """An ELF object that cannot be parsed or loaded. Carries the section name and the offset in it."""
+
+    def __init__(self, message: str, section: str | None = None, offset: int | None = None):
+        self.reason = message
+        self.section = section
+        self.offset = offset
+        where = ""
+        if section is not None:
+            where = f"section {section}" + (f" offset {offset:#x}" if offset is not None else "") + ": "
+        elif offset is not None:
+            where = f"offset {offset:#x}: "
+        super().__init__(f"{where}{message}")
+
+
+class ConfigError(BPFError, ValueError):
+    """A configuration value (Config field, VM/run argument) of the wrong type or out of range."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.reason = message
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
 class RuntimeFault(BPFError):
     """A program that faulted while running (in either engine, with the same kind and pc).
 
