@@ -9,10 +9,14 @@ The JIT must match this module bit for bit; semantics notes are in docs/semantic
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import isa
+from .engine import Engine
 from .errors import LoadError, RuntimeFault, fault, helper_fault
 from .helpers.registry import TailCall
-from .program import Config, Program, block_costs, meter_points
+from .program import Program, block_costs, meter_points
+from .runenv import ctx_buffer
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -162,31 +166,28 @@ class _ImplicitExit(Exception):
 _GLOBALS["_ImplicitExit"] = _ImplicitExit
 
 
-class Interpreter:
-    """Pre-decoded program ready to run in the reference interpreter."""
+class Interpreter(Engine):
+    """Pre-decoded program ready to run in the reference interpreter (a `pipeline.Prepared` program)."""
+    name = "interp"
 
-    def __init__(self, prog: Program, config: Config, registry, resolve_lddw=None):
-        self.prog = prog
-        self.config = config
-        self.registry = registry
-        self.resolve_lddw = resolve_lddw
-        self.last_count = 0
-        self.code = self._build(prog, resolve_lddw)
+    def __init__(self, prepared):
+        super().__init__(prepared)
+        self._count = 0
+        self._last_mem = None
+        self.code = self._build(prepared)
         self._tail_targets: dict[int, tuple[Program, "Interpreter"]] = {}
 
-    def _tail_target(self, prog: Program, runtime=None) -> "Interpreter":
-        """The interpreter of a tail-call target (same config and helpers; its lddw map references resolved
-        through the runtime against its own Program.maps), cached."""
+    def _tail_target(self, prog: Program) -> "Interpreter":
+        """The interpreter of a tail-call target, prepared under this program's rules (config, helpers,
+        runtime), cached."""
         hit = self._tail_targets.get(id(prog))
         if hit is None or hit[0] is not prog:
-            resolve = self.resolve_lddw
-            if runtime is not None:
-                resolve = lambda pc, src, imm, nimm: runtime.resolve_lddw(prog, pc, src, imm, nimm)  # noqa: E731
-            hit = self._tail_targets[id(prog)] = (prog, Interpreter(prog, self.config, self.registry, resolve))
+            hit = self._tail_targets[id(prog)] = (prog, Interpreter(self.prepared.tail_target(prog)))
         return hit[1]
 
     # ---- pre-decoding ----
-    def _build(self, prog: Program, resolve_lddw):
+    def _build(self, prepared):
+        prog = prepared.program
         insns, forms = prog.insns, prog.forms
         n = len(insns)
         code: list = [None] * n
@@ -194,14 +195,14 @@ class Interpreter:
             if f is None:
                 code[pc] = _bad_slot(pc)
                 continue
-            code[pc] = self._step(pc, insns, f, resolve_lddw)
+            code[pc] = self._step(pc, insns, f, prepared)
         # charge each basic block on entry; compare with the limit at meter points
         points = meter_points(prog)
         for start, cost in block_costs(prog).items():
             code[start] = (_metered if start in points else _charged)(code[start], cost, start)
         return code
 
-    def _step(self, pc: int, insns, f: isa.Form, resolve_lddw):
+    def _step(self, pc: int, insns, f: isa.Form, prepared):
         ins = insns[pc]
         d, s, off, imm = ins.dst, ins.src, ins.off, ins.imm
         n = pc + 1
@@ -242,12 +243,7 @@ class Interpreter:
         if op.startswith("lock_"):
             return _factory(("atomic", op, nbytes), _atomic_body(op, nbytes))(d, s, off, n, pc, 0, 0)
         if op.startswith("lddw"):
-            value = (ins.imm & M32) | ((insns[pc + 1].imm & M32) << 32)
-            if op != "lddw":
-                if resolve_lddw is None:
-                    raise LoadError(f"lddw with src {s} ({op[5:]}) needs a runtime that resolves it", pc, "src")
-                value = resolve_lddw(pc, s, ins.imm, insns[pc + 1].imm) & M64
-            return _factory(("lddw",), "R[d] = k\nreturn n")(d, s, value, pc + 2, pc, 0, 0)
+            return _factory(("lddw",), "R[d] = k\nreturn n")(d, s, prepared.lddw[pc], pc + 2, pc, 0, 0)
         if op in ("ldabs", "ldind"):
             src_expr = "R[s] + k" if op == "ldind" else "k"
             body = (f"o = ({src_expr}) & M32\no = o - (1 << 32) if o >> 31 else o\n"
@@ -258,26 +254,65 @@ class Interpreter:
             return _exit_step
         if op == "call_local":
             return _call_local_factory(pc, n + imm)
-        if op == "call":
-            h = self.registry.get(imm)
-            if h is None:
-                raise LoadError(f"call to unknown helper {imm}", pc, "imm")
-            return _helper_step(h.py, n, pc)
-        if op == "call_btf":
-            h = self.registry.get_btf(imm)
-            if h is None:
-                raise LoadError(f"call to unknown helper with BTF id {imm}", pc, "imm")
-            return _helper_step(h.py, n, pc)
+        if op in ("call", "call_btf"):
+            return _helper_step(prepared.calls[(op, imm)].py, n, pc)
         if op == "callx":
             return _callx_step(d, n, pc)
         raise LoadError(f"{f.mnemonic} is not implemented by the interpreter", pc)  # pragma: no cover
 
     # ---- running ----
-    def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
-            mem_len: int = 0, mem_perms: int = 3) -> int:
-        """Run from pc 0; mem_perms is unused here (the address space holds the mem region's rights)."""
+    @property
+    def last_count(self) -> int:
+        return self._count
+
+    @property
+    def last_mem(self):
+        return self._last_mem
+
+    def _region(self, mem, readonly: bool):
+        buf, perms = ctx_buffer(self.env.ptype, mem, readonly)
+        self._last_mem = buf
+        return self.env.ctx_region(buf, perms)
+
+    def run(self, mem=None, readonly: bool = False) -> int:
+        env = self.env
+        region = self._region(mem, readonly)
+        aspace = env.address_space(region)
+        r1, r2 = env.entry_regs(region)
+        return self._exec(aspace, r1, r2, env.stack().end, env.helper_ctx(aspace), r1, r2)
+
+    def run_batch(self, records, perms: int):
+        env = self.env
+        n, stride = records.shape
+        out = np.zeros(n, dtype=np.uint64)
+        top = env.stack().end
+        for i in range(n):
+            region = env.ctx_region(records[i], perms, "record")
+            aspace = env.address_space(region)
+            r1, r2 = env.entry_regs(region)
+            try:
+                out[i] = self._exec(aspace, r1, r2, top, env.helper_ctx(aspace), r1, r2)
+            except RuntimeFault as e:
+                e.record = i
+                raise
+        return out
+
+    def bench(self, mem, n: int) -> int:
+        env = self.env
+        region = self._region(mem, False)
+        aspace = env.address_space(region)
+        r1, r2 = env.entry_regs(region)
+        ctx, top = env.helper_ctx(aspace), env.stack().end
+        r0 = 0
+        for _ in range(n):
+            r0 = self._exec(aspace, r1, r2, top, ctx, r1, r2)
+        return r0
+
+    def _exec(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
+              mem_len: int = 0) -> int:
+        """Run from pc 0 with r1, r2 and r10 = stack_top; mem_start/mem_len bound legacy packet loads."""
         cfg = self.config
-        helper_ctx.tail_calls = 0            # per run (VM.bench's loop reuses one context)
+        helper_ctx.tail_calls = 0            # per run (bench reuses one context)
         limit = cfg.insn_limit if cfg.insn_limit is not None else 1 << 62
         S = RunState(aspace, limit, cfg.stack_size, cfg.max_call_depth, helper_ctx, mem_start, mem_len,
                      self.registry)
@@ -294,7 +329,7 @@ class Interpreter:
                         pc = code[pc](R, S)
                     break
                 except TailCall as tc:   # continue in the target: fresh registers and frame, same meter
-                    code = self._tail_target(tc.program, helper_ctx.runtime).code
+                    code = self._tail_target(tc.program).code
                     R = [0] * 11
                     R[1] = tc.ctx & M64
                     R[10] = stack_top
@@ -303,7 +338,7 @@ class Interpreter:
         except _ImplicitExit:
             R[0] = 0
         finally:
-            self.last_count = S.count
+            self._count = S.count
         return R[0]
 
 

@@ -6,8 +6,10 @@
   kern_version (runtime.py checks it). The seed's access rule (inside the struct, reads only, aligned) is
   `valid_ctx_access`; at run time the region's bounds and read-only permission enforce the first two.
 
-`pt_regs(...)` builds one context (a 0-d numpy array of the PT_REGS dtype), `pt_regs_array(n, ...)` a batch
-for VM.run_batch. Running kprobe programs and storing their events lives in runtime.py; nothing here runs.
+Each type is one `ProgType` row in `PROG_TYPES`: context layout and size, entry registers, read-only or not,
+allowed helpers, what r0 means. The VM builds every run's context from the row (runenv.py), so a new program
+type is a new row, not a new code path. `pt_regs(...)` builds one kprobe context (a 0-d numpy array of the
+PT_REGS dtype), `pt_regs_array(n, ...)` a batch for VM.run_batch. Nothing here runs programs.
 """
 from __future__ import annotations
 
@@ -53,25 +55,59 @@ def _field(name: str) -> None:
 
 
 @dataclass(frozen=True)
-class ProgType:
+class CtxField:
+    """One context field a program may touch: byte offset, size, and whether it may be read/written."""
     name: str
-    ctx: str                      # what r1 points to
-    ctx_size: int | None          # bytes of the context (None: any)
-    ctx_dtype: np.dtype | None    # its layout, when fixed
-    ctx_readonly: bool            # stores into the context fault "store"
-    needs_kern_version: bool      # load needs Program.kern_version == Runtime.kern_version
+    off: int
+    size: int
+    read: bool = True
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class ProgType:
+    """Everything the VM, both engines and (later) the verifier need to know about one program type.
+
+    name: the kernel's type name ("raw" is ours: a bare memory buffer).
+    ctx: what r1 points to (text for docs and messages).
+    ctx_size / ctx_dtype: bytes and layout of the context when fixed (None: any length, as for "raw").
+    ctx_readonly: stores into the context fault "store" in both engines.
+    r2_is_len: entry registers: r1 = ctx always; r2 = the context's length, or 0. Both existing types pass the
+      length (the JIT's entry derives region row 0 from r1/r2); the kernel leaves r2 undefined for kprobes.
+    needs_kern_version: loading needs Program.kern_version == Runtime.kern_version (the seed's rule).
+    helpers: helper ids a program of this type may call (None: any registered helper).
+    returns: what r0 means to the caller.
+    fields: the context's fields with their access rules (empty when the layout is free).
+    """
+    name: str
+    ctx: str
+    ctx_size: int | None
+    ctx_dtype: np.dtype | None
+    ctx_readonly: bool
+    r2_is_len: bool
+    needs_kern_version: bool
+    helpers: frozenset | None
+    returns: str
+    fields: tuple[CtxField, ...] = ()
 
 
 PROG_TYPES = {
-    "raw": ProgType("raw", "mem (r2 = its length)", None, None, False, False),
-    "kprobe": ProgType("kprobe", "struct pt_regs (x86-64)", PT_REGS.itemsize, PT_REGS, True, True),
+    "raw": ProgType(
+        "raw", "mem (r2 = its length)", None, None, ctx_readonly=False, r2_is_len=True,
+        needs_kern_version=False, helpers=None, returns="any 64-bit value (0 = drop, non-zero = keep in filters)"),
+    "kprobe": ProgType(
+        "kprobe", "struct pt_regs (x86-64)", PT_REGS.itemsize, PT_REGS, ctx_readonly=True, r2_is_len=True,
+        needs_kern_version=True, helpers=None,
+        returns="0 = drop the event, non-zero = keep it (the runtime's event ring)",
+        fields=tuple(CtxField(f, OFFSETS[f], 8) for f in PT_REGS_FIELDS)),
 }
 
 
 def prog_type(name: str) -> ProgType:
-    t = PROG_TYPES.get(name)
+    """The ProgType called `name`; LoadError for an unknown name (listing the known ones)."""
+    t = PROG_TYPES.get(name) if isinstance(name, str) else None
     if t is None:
-        raise LoadError(f"unknown program type {name!r}; known: {', '.join(PROG_TYPES)}")
+        raise LoadError(f"unknown program type {name!r}; known: {', '.join(PROG_TYPES)}", None, "prog_type")
     return t
 
 

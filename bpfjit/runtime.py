@@ -110,30 +110,33 @@ class Runtime:
         self._regions_cache = None
 
     # ---- programs ----
-    def check_program(self, program) -> None:
+    def check_program(self, program, helpers=None) -> None:
         """Load-time checks that need the runtime, in the kernel's order: a known program type; kprobe
-        programs built for this kernel (kern_version); GPL-only helpers only from GPL-compatible programs
-        (LoadError at the call). callx may reach any registered helper, so it counts as calling each."""
+        programs built for this kernel (kern_version); GPL-only helpers (of `helpers`, default this runtime's
+        registry) only from GPL-compatible programs (LoadError at the call). callx may reach any registered
+        helper, so it counts as calling each."""
         ptype = prog_type(program.prog_type)
         if ptype.needs_kern_version and program.kern_version != self.kern_version:
             raise LoadError(f"{ptype.name} program built for kernel version {program.kern_version:#x}, "
-                            f"this runtime is {self.kern_version:#x} (set Program.kern_version)", None,
-                            "kern_version")
+                            f"this runtime is {self.kern_version:#x} (pass kern_version=rt.kern_version when "
+                            "assembling or loading it, or set Program.kern_version)", None, "kern_version")
         if license_is_gpl_compatible(program.license):
             return
         for pc, f in enumerate(program.forms):
             if f is None or f.op not in ("call", "call_btf", "callx"):
                 continue
-            gpl = [h.name for h in self._reachable(f.op, program.insns[pc].imm) if h.gpl_only]
+            gpl = [h.name for h in self._reachable(f.op, program.insns[pc].imm, helpers or self.helpers)
+                   if h.gpl_only]
             if gpl:
                 raise LoadError(f"cannot call GPL-restricted function {', '.join(gpl)} from a program with "
                                 f"license {program.license!r} (not GPL-compatible)", pc, "imm")
 
-    def _reachable(self, op: str, imm: int) -> list:
-        """The helpers a call instruction may reach (unknown ids are the engines' LoadError)."""
+    @staticmethod
+    def _reachable(op: str, imm: int, helpers) -> list:
+        """The helpers a call instruction may reach (unknown ids are the pipeline's LoadError)."""
         if op == "callx":
-            return list(self.helpers)
-        h = self.helpers.get(imm) if op == "call" else self.helpers.get_btf(imm)
+            return list(helpers)
+        h = helpers.get(imm) if op == "call" else helpers.get_btf(imm)
         return [h] if h is not None else []
 
     def assemble(self, text: str, **meta):
@@ -155,6 +158,10 @@ class Runtime:
     def resolve_lddw(self, program, pc: int, src: int, imm: int, next_imm: int) -> int:
         """Value of an lddw pseudo instruction: map descriptor address (src 1, 5) or map value address
         (src 2, 6: value of key 0 of an array map plus next_imm)."""
+        return self.resolve_lddw_map(program, pc, src, imm, next_imm)[0]
+
+    def resolve_lddw_map(self, program, pc: int, src: int, imm: int, next_imm: int):
+        """(value, map) of an lddw pseudo instruction (see resolve_lddw)."""
         from .isa import LDDW_MAP_FD, LDDW_MAP_IDX, LDDW_MAP_IDX_VALUE, LDDW_MAP_VALUE
         if src in (LDDW_MAP_FD, LDDW_MAP_VALUE):
             m = self._maps.get(imm)
@@ -170,12 +177,12 @@ class Runtime:
         else:
             raise LoadError(f"lddw with src {src} is not supported by this runtime", pc, "src")
         if src in (LDDW_MAP_FD, LDDW_MAP_IDX):
-            return m.desc_addr
+            return m.desc_addr, m
         addr = m.direct_value_addr(next_imm)
         if addr is None:
             raise LoadError(f"lddw map value: map {getattr(m, 'name', '?')} has no direct value at offset "
                             f"{next_imm}", pc, "imm")
-        return addr
+        return addr, m
 
 
 # ------------------------------------------------------------------------------------ event output
@@ -260,15 +267,8 @@ class KprobeProgram:
         self.ptype = ptype
         self.vm = VM(program, engine, config, runtime=runtime)
 
-    def _check(self, regs) -> None:
-        size = regs.dtype.itemsize if isinstance(regs, np.ndarray) and regs.dtype.names else None
-        if size is not None and size != self.ptype.ctx_size:
-            raise ValueError(f"a kprobe context is {self.ptype.ctx_size} bytes (progtypes.PT_REGS), "
-                             f"not {size}")
-
     def fire(self, regs, record=None) -> int:
-        """Run once on regs (progtypes.pt_regs()); returns r0."""
-        self._check(regs)
+        """Run once on regs (progtypes.pt_regs(), 168 bytes, read-only to the program); returns r0."""
         r0 = self.vm.run(regs, readonly=True)
         if r0:
             self.runtime.events.push(regs if record is None else record)
@@ -277,7 +277,6 @@ class KprobeProgram:
     def fire_batch(self, regs: np.ndarray, records=None) -> np.ndarray:
         """Run once per pt_regs record (progtypes.pt_regs_array()); keeps regs[i] (or records[i]) whose
         r0 != 0. Returns the r0 array."""
-        self._check(regs)
         r0 = self.vm.run_batch(regs, readonly=True)
         kept = _row_view(regs if records is None else records)[r0 != 0]     # a copy
         self.runtime.events.push_many(kept, copy=False)

@@ -120,9 +120,9 @@ class StubRuntime(Runtime):
     def __init__(self):
         super().__init__(helpers=FUZZ_HELPERS)
 
-    def resolve_lddw(self, *args) -> int:     # (program,) pc, src, imm, next_imm
+    def resolve_lddw_map(self, *args) -> tuple[int, None]:     # (program,) pc, src, imm, next_imm
         src, imm, imm2 = args[-3:]
-        return (src * 0x100000001B3 ^ (imm & 0xFFFFFFFF) ^ ((imm2 & 0xFFFFFFFF) << 29)) & M64
+        return (src * 0x100000001B3 ^ (imm & 0xFFFFFFFF) ^ ((imm2 & 0xFFFFFFFF) << 29)) & M64, None
 
 
 STUB_RUNTIME = StubRuntime()

@@ -224,7 +224,7 @@ def test_call_btf_of_a_gpl_only_helper(engine):
 
 def test_programs_without_a_runtime_are_not_checked(engine):
     prog = Program.from_asm(GPL_CALL, prog_type="kprobe", kern_version=1)
-    assert VM(prog, engine).run() == 0
+    assert VM(prog, engine).run(pt_regs()) == 0
 
 
 # ------------------------------------------------------------------------------------ EventRing

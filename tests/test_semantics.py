@@ -426,11 +426,18 @@ def test_array_made_read_only_is_never_written(engine):
     assert mem[0] == 0
 
 
-def test_bytes_like_memory_is_copied(engine):
-    data = bytearray(b"\x01\x02\x03\x04")
+def test_bytes_are_copied_writable_buffers_used_in_place(engine):
+    """bytes are immutable: the program runs on a private copy (last_mem shows it); bytearrays and
+    writable memoryviews are used in place, so stores are visible to the caller, as with numpy arrays."""
     vm = make_vm("stb [%r1], 9\nldxw %r0, [%r1]\nexit", engine)
+    data = b"\x01\x02\x03\x04"
     assert vm.run(data) == 0x04030209
-    assert data == bytearray(b"\x01\x02\x03\x04")
+    assert data == b"\x01\x02\x03\x04" and vm.last_mem.tobytes() == b"\x09\x02\x03\x04"
+    for buf in (bytearray(b"\x01\x02\x03\x04"), memoryview(bytearray(b"\x01\x02\x03\x04"))):
+        assert vm.run(buf) == 0x04030209
+        assert bytes(buf) == b"\x09\x02\x03\x04"
+    ro = memoryview(b"\x01\x02\x03\x04")
+    assert fault_of(vm, ro).kind == "store"
 
 
 # ----------------------------------------------------------------------------- run_batch / bench

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from bpfjit import VM, Config, Program, RuntimeFault
+from bpfjit import VM, Config, LoadError, Program, RuntimeFault
 from bpfjit.asm import assemble
 from bpfjit.helpers import Helper, default_registry
 from bpfjit.helpers.map_helpers import register_map_helpers
@@ -220,13 +220,44 @@ def test_prog_array_without_runtime(engine):
     assert run_vm(engine, rt, rt.assemble(tail(0) + "exit\n"))[0] == 9
 
 
-def test_attach_recompiles_for_the_runtime():
+def test_targets_run_under_the_callers_config(engine):
+    """The caller's Config (not the runtime's) rules its targets: a target reading 256 bytes below r10 faults
+    when the caller's stack is 64 bytes, in both engines (the prog_array's owner is the first caller)."""
+    rt = make_runtime(Config(stack_size=512))
+    pa = ProgArrayMap(1, rt, name="jmp")
+    rt.add_map(pa)
+    pa[0] = rt.assemble("ldxdw %r0, [%r10-256]\nexit\n")
+    small = Config(stack_size=64, max_call_depth=1)
+    vm = VM(rt.assemble(tail(0) + "exit\n"), engine, small, runtime=rt)
+    with pytest.raises(RuntimeFault) as ei:
+        vm.run()
+    assert (ei.value.kind, ei.value.pc) == ("load", 0)
+    assert pa.owner.config == small
+
+
+def test_a_caller_with_other_rules_is_refused(engine):
+    """Like the kernel's prog_array owner: every program using one prog_array shares its rules."""
+    rt = make_runtime()
+    pa = ProgArrayMap(1, rt, name="jmp")
+    rt.add_map(pa)
+    pa[0] = rt.assemble("mov %r0, 9\nexit\n")
+    caller = rt.assemble(tail(0) + "exit\n")
+    assert VM(caller, engine, rt.config, runtime=rt).run() == 9
+    with pytest.raises(LoadError, match="prog_array jmp is used by"):
+        VM(caller, engine, Config(checked=False), runtime=rt)
+    with pytest.raises(LoadError, match="has type 'kprobe'"):
+        pa[0] = rt.assemble("mov %r0, 1\nexit\n", prog_type="kprobe", kern_version=rt.kern_version)
+
+
+def test_prog_array_without_runtime_gets_the_callers_helpers(engine):
+    """A ProgArrayMap created without a runtime gives its targets the caller's helper registry and maps."""
+    reg = register_map_helpers(default_registry().copy())
+    reg.register(Helper(902, "answer", lambda ctx, *a: 42))
     pa = ProgArrayMap(1)
-    prog = Program.from_asm("mov %r0, 9\nexit\n")
-    pa[0] = prog
-    first = int(pa._table[0])
-    pa.attach(make_runtime(Config(checked=False)))
-    assert pa[0] is prog and int(pa._table[0]) not in (0, first)
+    pa[0] = Program.from_asm("call 902\nexit\n")
+    rt = make_runtime(registry=reg)
+    rt.add_map(pa, name="jmp")
+    assert run_vm(engine, rt, rt.assemble(tail(0) + "exit\n"))[0] == 42
 
 
 def test_interp_and_jit_agree_on_a_long_chain():

@@ -12,8 +12,10 @@ import threading
 
 import numpy as np
 
-from ..errors import FAULT_CODE, FAULT_KINDS, LoadError, RuntimeFault, fault, helper_fault
-from ..program import Config, Program
+from ..engine import Engine
+from ..errors import FAULT_CODE, FAULT_KINDS, RuntimeFault, fault, helper_fault
+from ..memory import PERM_R, PERM_RW
+from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer
 from . import compiler
 from . import state as S
 from .lower import MODULE_KINDS, HelperPlan, Lowering
@@ -59,22 +61,29 @@ def _callback(helper):
     return HELPER_T(cb)
 
 
-class JITEngine:
-    def __init__(self, prog: Program, config: Config, registry, resolve_lddw=None):
-        self.prog = prog
-        self.config = config
-        self.registry = registry
+class JITEngine(Engine):
+    """A `pipeline.Prepared` program compiled to native code."""
+    name = "jit"
+
+    def __init__(self, prepared):
+        super().__init__(prepared)
         plan, callbacks = self._plan_helpers()
         self.callbacks = callbacks
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
         self._helper_table_addr = addr_of(self.helper_table)
-        self._lddw = self._resolve_lddw(resolve_lddw)
+        self._lddw = prepared.lddw
         self._plan = plan
         self._modules: dict[str, compiler.Compiled] = {}
         self.compiled, self.cache_hit = self._module("run")
         self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
         self._loops = None
         self._last_state = None
+        self._last_mem = None
+        self._local = threading.local()        # .fast: this thread's FastRunner
+        for m in prepared.used_maps:             # prog_arrays: their targets need JIT entries too
+            need = getattr(m, "need_native", None)
+            if need is not None:
+                need()
 
     def _module(self, kind: str):
         """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS; compiled on first use."""
@@ -82,7 +91,7 @@ class JITEngine:
         # a tail-call target runs on its caller's state, so it installs its own callback table (this
         # engine's: the address is part of the module, and of its cache key)
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
-        key = compiler.cache_key(prog.to_bytes(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
+        key = compiler.cache_key(self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
                                  cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
                                  sorted(self._lddw.items()), table)
         c, hit = compiler.get_or_compile(
@@ -118,49 +127,18 @@ class JITEngine:
 
     # ---- preparation ----
     def _plan_helpers(self):
+        """How compiled code reaches each helper the program can call: its native twin, or a slot in the
+        table of ctypes callbacks into the Python implementation."""
         entries, callbacks, slots = {}, [], {}
-
-        def bind(h):
+        for key, h in self.prepared.calls.items():
             if h.native is not None and h.native in NATIVE:
-                return ("native", h.native)
+                entries[key] = ("native", h.native)
+                continue
             if h.id not in slots:
                 slots[h.id] = len(callbacks)
                 callbacks.append(_callback(h))
-            return ("py", slots[h.id])
-
-        for pc, f in enumerate(self.prog.forms):
-            if f is None:
-                continue
-            imm = self.prog.insns[pc].imm
-            if f.op == "call":
-                h = self.registry.get(imm)
-                if h is None:
-                    raise LoadError(f"call to unknown helper {imm}", pc, "imm")
-                entries[("call", imm)] = bind(h)
-            elif f.op == "call_btf":
-                h = self.registry.get_btf(imm)
-                if h is None:
-                    raise LoadError(f"call to unknown helper with BTF id {imm}", pc, "imm")
-                entries[("call_btf", imm)] = bind(h)
-            elif f.op == "callx":
-                for h in self.registry:
-                    entries[("callx", h.id)] = bind(h)
+            entries[key] = ("py", slots[h.id])
         return HelperPlan(entries), callbacks
-
-    def _resolve_lddw(self, resolve) -> dict[int, int]:
-        out = {}
-        insns = self.prog.insns
-        for pc, f in enumerate(self.prog.forms):
-            if f is None or not f.op.startswith("lddw"):
-                continue
-            if f.op == "lddw":
-                out[pc] = (insns[pc].imm & 0xFFFFFFFF) | ((insns[pc + 1].imm & 0xFFFFFFFF) << 32)
-            elif resolve is None:
-                raise LoadError(f"lddw with src {insns[pc].src} ({f.op[5:]}) needs a runtime that resolves it",
-                                pc, "src")
-            else:
-                out[pc] = resolve(pc, insns[pc].src, insns[pc].imm, insns[pc + 1].imm) & M64
-        return out
 
     # ---- state ----
     def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3, skip=None):
@@ -196,38 +174,75 @@ class JITEngine:
         raise fault(kind, pc)
 
     # ---- running ----
-    def run(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,
-            mem_len: int = 0, mem_perms: int = 3) -> int:
-        st, table = self._state(aspace, mem_start, mem_len, stack_top, mem_perms)
-        _TLS.ctx = helper_ctx
+    @property
+    def last_mem(self):
+        last = self._last_mem
+        if last is None or isinstance(last, np.ndarray):
+            return last if last is None or last.dtype == np.uint8 and last.ndim == 1 else \
+                last.reshape(-1).view(np.uint8)
+        fr, n = last                       # bytes-like input run in the fast runner's scratch buffer
+        return fr.scratch[:n].copy()
+
+    def _fast(self):
+        """This thread's FastRunner (rebuilt when the runtime's regions change), None with Python helpers."""
+        if self.callbacks:
+            return None
+        fr = self._local.__dict__.get("fast")
+        regions = self.env.runtime_regions()
+        if fr is None or fr.regions_src is not regions:
+            stack = self.env.stack()
+            rows = [(stack.start, stack.end, PERM_RW)] + [(r.start, r.end, r.perms) for r in regions]
+            fr = self._local.fast = FastRunner(self, rows, stack.end, regions)
+        return fr
+
+    def run(self, mem=None, readonly: bool = False) -> int:
+        fr = self._local.__dict__.get("fast")
+        if fr is None or fr.regions_src is not self.env.runtime_regions():
+            fr = self._fast()
+            if fr is None:
+                return self._run_general(mem, readonly)
+        return fr.run_input(mem, readonly)
+
+    def _run_general(self, mem, readonly: bool) -> int:
+        """A run through a fresh state block and address space (programs with Python helpers)."""
+        env = self.env
+        buf, perms = ctx_buffer(env.ptype, mem, readonly)
+        self._last_mem = buf
+        region = env.ctx_region(buf, perms)
+        aspace = env.address_space(region)
+        r1, r2 = env.entry_regs(region)
+        st, table = self._state(aspace, r1, r2, env.stack().end, perms)
+        _TLS.ctx = env.helper_ctx(aspace)
         st[S.ARG_R1] = r1 & M64
         st[S.ARG_R2] = r2 & M64
-        st[S.ARG_PERMS] = mem_perms
+        st[S.ARG_PERMS] = perms
         r0 = self._run_mem(_TLS.state_addr)
         self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0
 
-    def run_batch(self, aspace, records: np.ndarray, stack_top: int, helper_ctx, mem_perms: int = 3,
-                  record_region=None) -> np.ndarray:
-        """One run per record; the native loop points region row 0 at each record in turn. record_region
-        (the address space's region for the records) stays out of the native table, and Python helpers see
-        it moved to the record being run."""
-        n = len(records)
+    def run_batch(self, records, perms: int) -> np.ndarray:
+        """One run per record; the native loop points region row 0 at each record in turn. The record's
+        region stays out of the native table, and Python helpers see it moved to the record being run."""
+        n, stride = records.shape
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
             return out
-        stride = records.strides[0]
+        env = self.env
+        record_region = env.ctx_region(records[0], perms, "record")
+        aspace = env.address_space(record_region)
         base = addr_of(records)
-        st, table = self._state(aspace, base, stride, stack_top, mem_perms, skip=record_region)
-        _TLS.ctx = helper_ctx
-        _TLS.batch = (records, record_region) if self.callbacks and record_region is not None else None
+        top = env.stack().end
+        st, table = self._state(aspace, base, stride, top, perms, skip=record_region)
+        _TLS.ctx = env.helper_ctx(aspace)
+        _TLS.batch = (records, record_region) if self.callbacks else None
         batch, _ = self._loop_entries()
         try:
-            done = batch(_TLS.state_addr, base, stride, n, stack_top, addr_of(out))
+            done = batch(_TLS.state_addr, base, stride, n, top, addr_of(out))
         finally:
             _TLS.batch = None
+        self._last_state = st
         if done < n:
             try:
                 self._raise_fault(st)
@@ -236,12 +251,19 @@ class JITEngine:
                 raise
         return out
 
-    def bench(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, n: int, mem_start: int = 0,
-              mem_len: int = 0, mem_perms: int = 3) -> int:
-        st, table = self._state(aspace, mem_start, mem_len, stack_top, mem_perms)
-        _TLS.ctx = helper_ctx
+    def bench(self, mem, n: int) -> int:
+        env = self.env
+        buf, perms = ctx_buffer(env.ptype, mem, False)
+        self._last_mem = buf
+        region = env.ctx_region(buf, perms)
+        aspace = env.address_space(region)
+        r1, r2 = env.entry_regs(region)
+        top = env.stack().end
+        st, table = self._state(aspace, r1, r2, top, perms)
+        _TLS.ctx = env.helper_ctx(aspace)
         _, bench = self._loop_entries()
-        r0 = bench(_TLS.state_addr, r1 & M64, r2 & M64, stack_top, n)
+        r0 = bench(_TLS.state_addr, r1 & M64, r2 & M64, top, n)
+        self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
         return r0
@@ -255,12 +277,17 @@ class JITEngine:
 
 
 class FastRunner:
-    """Prepared state of one thread for repeated `VM.run` calls: the state block and region table are
-    built once; each call passes only (mem address, mem length, permissions) to bpf_run_mem."""
-    __slots__ = ("engine", "st", "st_addr", "table", "r10", "call")
+    """Prepared state of one thread for repeated runs with no Python helper involved: the state block and
+    region table are built once; each call places the input (numpy arrays, bytearrays and writable
+    memoryviews in place, the address of the last array remembered; bytes copied into a scratch buffer) and
+    passes only (address, length, permissions) to bpf_run_mem. Input is checked as runenv.ctx_buffer does."""
+    __slots__ = ("engine", "st", "st_addr", "table", "call", "regions_src", "ptype", "last_obj", "last_addr",
+                 "last_size", "scratch", "scratch_addr")
 
-    def __init__(self, engine: JITEngine, rows, stack_top: int):
+    def __init__(self, engine: JITEngine, rows, stack_top: int, regions_src):
         self.engine = engine
+        self.regions_src = regions_src
+        self.ptype = engine.env.ptype
         self.table = np.array([(0, 0, 0)] + list(rows), dtype=np.uint64).reshape(-1)
         st = self.st = (ctypes.c_uint64 * S.NSLOTS)()
         self.st_addr = ctypes.addressof(st)
@@ -271,9 +298,43 @@ class FastRunner:
         st[S.HELPERS] = engine._helper_table_addr
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
-        self.r10 = stack_top
         self.call = engine._run_mem
-        engine._last_state = st
+        self.last_obj = None          # the last numpy array run (kept alive, so its address stays valid)
+        self.last_addr = self.last_size = 0
+        self.scratch = np.zeros(256, dtype=np.uint8)
+        self.scratch_addr = addr_of(self.scratch)
+
+    def run_input(self, mem, readonly: bool) -> int:
+        eng = self.engine
+        if mem is None:
+            if self.ptype.ctx_size is not None:
+                ctx_buffer(self.ptype, None, readonly)          # raises the shared ConfigError
+            eng._last_mem = None
+            return self.run(0, 0, PERM_RW)
+        if mem is self.last_obj:                                  # the same array again: address is known
+            addr, size = self.last_addr, self.last_size
+            writable = mem.flags.writeable
+        elif type(mem) is bytes:
+            size = len(mem)
+            check_ctx_size(self.ptype, size)
+            if size > len(self.scratch):
+                self.scratch = np.zeros(max(size, 2 * len(self.scratch)), dtype=np.uint8)
+                self.scratch_addr = addr_of(self.scratch)
+            ctypes.memmove(self.scratch_addr, mem, size)
+            eng._last_mem = (self, size)
+            return self.run(self.scratch_addr if size else 0, size, PERM_R if readonly or
+                            self.ptype.ctx_readonly else PERM_RW)
+        else:
+            buf, writable = as_bytes_view(mem)
+            size = buf.size
+            check_ctx_size(self.ptype, size)
+            addr = addr_of(buf) if size else 0
+            if isinstance(mem, np.ndarray):
+                self.last_obj, self.last_addr, self.last_size = mem, addr, size
+            mem = buf
+        eng._last_mem = mem if isinstance(mem, np.ndarray) else None
+        ro = readonly or self.ptype.ctx_readonly or not writable
+        return self.run(addr, size, PERM_R if ro else PERM_RW)
 
     def run(self, addr: int, size: int, perms: int) -> int:
         st = self.st

@@ -2,11 +2,13 @@
 continues in) and, in a u64 table the map descriptor points to (DATA), the address of that program's
 JIT entry `bpf_tail_entry` (what JIT code jumps to; 0 = empty slot).
 
-The JIT side of a program is compiled when it is put in a slot, with the config, helper registry and map
-resolution of the map's Runtime (DEFAULT_CONFIG and the default registry without one), and its engine is
-kept alive as long as the map. Programs tail-calling through this map should run with the same config.
-A JIT tail-call target that calls Python helpers installs its own callback table on entry (the caller's
-is restored when the chain ends).
+Tail-call targets run under their caller's rules, as in the kernel, where a prog_array is owned by the first
+program that uses it: the first program prepared with this map (pipeline.prepare) becomes its owner, and
+every target is prepared through the same pipeline with the owner's Config, helper registry, runtime and
+program type. A program with other rules that uses the map is refused with a LoadError when its VM is
+created (the kernel's bpf_prog_array_compatible), so no caller can reach a target built for weaker rules.
+JIT entries are compiled once a JIT program uses the map (`need_native`), for the slots set so far and for
+every slot set later; replaced engines stay alive while code may still run in them.
 """
 from __future__ import annotations
 
@@ -14,17 +16,16 @@ import threading
 
 import numpy as np
 
-from ..program import DEFAULT_CONFIG, Program
+from ..errors import LoadError
+from ..program import Program
 from . import layout as L
 from .base import MapBase, MapError
 
 
-def _default_helpers():
-    """The registry of a prog array without a Runtime: the default one plus the map helpers."""
-    from ..helpers import default_registry
-    from ..helpers.map_helpers import register_map_helpers
-    reg = default_registry()
-    return reg if 1 in reg else register_map_helpers(reg.copy())
+def program_config(runtime):
+    """The Config a slot's program is checked against before any program uses the map."""
+    from ..program import DEFAULT_CONFIG
+    return runtime.config if runtime is not None else DEFAULT_CONFIG
 
 
 class ProgArrayMap(MapBase):
@@ -38,7 +39,9 @@ class ProgArrayMap(MapBase):
         self._programs: list[Program | None] = [None] * max_entries
         self._engines: dict[int, tuple[Program, object]] = {}
         self._retired: list[object] = []          # replaced engines stay alive (code may still run)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._owner = None                        # pipeline.Prepared of the first program using this map
+        self._native = False                      # a JIT program uses the map: keep JIT entries
         self._fill(DATA=self._table.ctypes.data, DATA_SIZE=self._table.nbytes)
         self._publish()
 
@@ -49,34 +52,68 @@ class ProgArrayMap(MapBase):
         return cls(max_entries, **kw)
 
     def attach(self, runtime) -> None:
-        """Use `runtime` for the JIT side from now on (recompiling the programs already set)."""
+        """Remember the runtime this map was added to (its programs still run under their owner's rules)."""
+        self.runtime = runtime
+
+    @property
+    def owner(self):
+        """The pipeline.Prepared program whose rules the targets run under (None until one uses the map)."""
+        return self._owner
+
+    def bind_owner(self, prepared) -> None:
+        """Called by pipeline.prepare for every program that uses this map: the first one becomes the owner
+        (the targets set so far are prepared under its rules); a program with other rules is refused."""
         with self._lock:
-            self.runtime = runtime
-            self._retired.extend(engine for _, engine in self._engines.values())
-            self._engines.clear()
-            for i, prog in enumerate(self._programs):
-                if prog is not None:
-                    self._table[i] = self._jit_entry(prog)
+            if self._owner is None:
+                self._owner = prepared
+                for prog in self._programs:
+                    if prog is not None:
+                        self._prepare_target(prog)
+                self._rebuild_entries()
+                return
+            if prepared.owner_key() != self._owner.owner_key():
+                o = self._owner
+                raise LoadError(
+                    f"prog_array {self.name or '?'} is used by {o.program.name!r} (type {o.ptype.name}, its "
+                    f"Config, helpers and runtime); program {prepared.program.name!r} uses it with other rules: "
+                    "tail-call targets run under their caller's rules, so every program using one prog_array "
+                    "must share them (one Config, helper registry, runtime and program type)", None, "maps")
+
+    def need_native(self) -> None:
+        """A JIT program uses this map: compile the JIT entries of its targets (now and from now on)."""
+        with self._lock:
+            if not self._native:
+                self._native = True
+                self._rebuild_entries()
+
+    def _rebuild_entries(self) -> None:
+        if not self._native or self._owner is None:
+            return
+        self._retired.extend(engine for _, engine in self._engines.values())
+        self._engines.clear()
+        for i, prog in enumerate(self._programs):
+            self._table[i] = self._jit_entry(prog) if prog is not None else 0
 
     def _check_index(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.max_entries:
             raise MapError(L.E2BIG, f"prog_array index {index!r} out of range (max_entries {self.max_entries})")
         return int(index)
 
+    def _prepare_target(self, program: Program):
+        """`program` prepared under the owner's rules; LoadError if it cannot be (or has another type)."""
+        owner = self._owner
+        if program.prog_type != owner.ptype.name:
+            raise LoadError(f"prog_array {self.name or '?'}: program {program.name!r} has type "
+                            f"{program.prog_type!r}, the programs using this map have type {owner.ptype.name!r}",
+                            None, "prog_type")
+        return owner.tail_target(program)
+
     def _jit_entry(self, program: Program) -> int:
         hit = self._engines.get(id(program))
         if hit is not None and hit[0] is program:
             return hit[1].tail_entry_address
         from ..jit import JITEngine
-        rt = self.runtime
-        config = rt.config if rt is not None else DEFAULT_CONFIG
-        registry = rt.helpers if rt is not None else _default_helpers()
-        resolve = None
-        if rt is not None:
-            rt.check_program(program)
-            resolve = lambda pc, src, imm, nimm: rt.resolve_lddw(program, pc, src, imm, nimm)  # noqa: E731
-        program.validate(config)
-        engine = JITEngine(program, config, registry, resolve)
+        engine = JITEngine(self._prepare_target(program))
         if hit is not None:
             self._retired.append(hit[1])
         self._engines[id(program)] = (program, engine)
@@ -87,7 +124,12 @@ class ProgArrayMap(MapBase):
         if not isinstance(program, Program):
             raise TypeError(f"prog_array slots hold Programs, not {type(program).__name__}")
         with self._lock:
-            addr = self._jit_entry(program)
+            if self._owner is None:
+                program.validate(program_config(self.runtime))
+                addr = 0
+            else:
+                self._prepare_target(program)
+                addr = self._jit_entry(program) if self._native else 0
             self._programs[i] = program
             self._table[i] = addr
 

@@ -1,0 +1,130 @@
+"""The one load pipeline every entry goes through: Program -> validate -> resolve -> [verify] -> Prepared.
+
+    parse (raw bytes | assembly | slots | ELF, later cBPF)  ->  Program      (program.py, asm.py, elf/)
+    validate: the ISA table and the Config                     Program.validate
+    resolve: program type, helpers, lddw pseudo values (maps), license/kern_version, prog_array owners
+    verify: (the verifier plugs in here)
+    -> Prepared: what both engines and every prog_array slot consume
+
+`prepare()` is the only place that turns a Program into something runnable: `VM`, tail-call targets (in both
+engines) and prog_array slots all call it, so a tail-call target is prepared under its caller's rules
+(Config, helper registry, runtime, program type). Nothing here runs a program or emits code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ConfigError, LoadError
+from .program import DEFAULT_CONFIG, Config, Program
+from .progtypes import ProgType, prog_type
+
+M64 = (1 << 64) - 1
+CALL_OPS = ("call", "call_btf", "callx")
+
+
+@dataclass(eq=False)
+class Prepared:
+    """A program resolved for one configuration: everything an engine needs and nothing it must look up.
+
+    calls: ("call", id) / ("call_btf", btf_id) / ("callx", id) -> Helper, for every helper the program can
+    reach (callx may reach any registered helper). lddw: pc -> the 64-bit value an lddw loads (plain
+    immediates and resolved map pseudo values alike). used_maps: the maps referenced through lddw, in first
+    use order (the kernel's used_maps).
+    """
+    program: Program
+    config: Config
+    helpers: object                 # helpers.HelperRegistry
+    runtime: object | None          # runtime.Runtime
+    ptype: ProgType
+    calls: dict = field(default_factory=dict)
+    lddw: dict = field(default_factory=dict)
+    used_maps: list = field(default_factory=list)
+
+    def code_key(self) -> tuple:
+        """Everything compiled code depends on apart from the engine's own options: the full decoded program,
+        the program type, the helper plan and the resolved lddw values (map addresses)."""
+        return (tuple(self.program.insns), self.ptype.name,
+                tuple(sorted((k, h.id, h.name, h.native or "") for k, h in self.calls.items())),
+                tuple(sorted(self.lddw.items())))
+
+    def owner_key(self) -> tuple:
+        """What a prog_array's programs must share with every caller (the kernel's prog_array owner)."""
+        return (self.config, id(self.helpers), id(self.runtime), self.ptype.name)
+
+    def tail_target(self, program: Program) -> "Prepared":
+        """`program` prepared under this program's rules, as a tail-call target."""
+        return prepare(program, self.config, self.helpers, self.runtime)
+
+
+def _default_helpers(runtime):
+    if runtime is not None:
+        return runtime.helpers
+    from .helpers import default_registry
+    return default_registry()
+
+
+def resolve_calls(program: Program, registry) -> dict:
+    """The helper each call instruction reaches; LoadError (pc, imm) for an unknown one."""
+    calls = {}
+    for pc, f in enumerate(program.forms):
+        if f is None or f.op not in CALL_OPS:
+            continue
+        imm = program.insns[pc].imm
+        if f.op == "call":
+            h = registry.get(imm)
+            if h is None:
+                raise LoadError(f"call to unknown helper {imm}", pc, "imm")
+            calls[("call", imm)] = h
+        elif f.op == "call_btf":
+            h = registry.get_btf(imm)
+            if h is None:
+                raise LoadError(f"call to unknown helper with BTF id {imm}", pc, "imm")
+            calls[("call_btf", imm)] = h
+        else:
+            for h in registry:
+                calls[("callx", h.id)] = h
+    return calls
+
+
+def resolve_lddw(program: Program, runtime) -> tuple[dict, list]:
+    """(pc -> value of each lddw, maps referenced). Pseudo forms (src != 0) need a runtime."""
+    out, used = {}, []
+    insns = program.insns
+    for pc, f in enumerate(program.forms):
+        if f is None or not f.op.startswith("lddw"):
+            continue
+        ins, nxt = insns[pc], insns[pc + 1]
+        if f.op == "lddw":
+            out[pc] = (ins.imm & 0xFFFFFFFF) | ((nxt.imm & 0xFFFFFFFF) << 32)
+            continue
+        if runtime is None:
+            raise LoadError(f"lddw with src {ins.src} ({f.op[5:]}) needs a runtime that resolves it", pc, "src")
+        value, m = runtime.resolve_lddw_map(program, pc, ins.src, ins.imm, nxt.imm)
+        out[pc] = value & M64
+        if m is not None and all(m is not u for u in used):
+            used.append(m)
+    return out, used
+
+
+def prepare(program: Program, config: Config | None = None, helpers=None, runtime=None) -> Prepared:
+    """Validate and resolve `program` for `config` (default: the runtime's, else DEFAULT_CONFIG)."""
+    if not isinstance(program, Program):
+        raise ConfigError(f"must be a bpfjit.Program; got {type(program).__name__}", "program")
+    if config is None:
+        config = runtime.config if runtime is not None else DEFAULT_CONFIG
+    if not isinstance(config, Config):
+        raise ConfigError(f"must be a bpfjit.Config; got {type(config).__name__}", "config")
+    program.validate(config)
+    ptype = prog_type(program.prog_type)
+    registry = helpers if helpers is not None else _default_helpers(runtime)
+    if runtime is not None:
+        runtime.check_program(program, registry)
+    p = Prepared(program, config, registry, runtime, ptype)
+    p.calls = resolve_calls(program, registry)
+    p.lddw, p.used_maps = resolve_lddw(program, runtime)
+    # [verify: the verifier plugs in here, with p.used_maps and p.ptype]
+    for m in p.used_maps:
+        bind = getattr(m, "bind_owner", None)
+        if bind is not None:
+            bind(p)
+    return p

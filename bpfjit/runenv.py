@@ -1,0 +1,180 @@
+"""What every run of a prepared program sees, built the same way for both engines.
+
+- the caller's input turned into the context buffer (`ctx_buffer`, `records_view`): which Python objects are
+  accepted, the program type's context size and read-only rule, one `ConfigError` for anything else;
+- the per-thread BPF stack (`thread_stack`, one address per thread and size, shared by every VM so both
+  engines see the same stack addresses);
+- the address space of a run (`RunEnv.address_space`: ctx region, stack, the runtime's map regions) and the
+  entry registers (r1 = ctx address, r2 = its length when the program type says so, r10 = stack top);
+- the one-program-per-thread guard (`exclusive`, the seed's bpf_prog_active).
+
+Engines (interp.py, jit/engine.py) consume this; nothing here executes instructions or knows an engine.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+from .errors import ConfigError
+from .helpers import HelperContext
+from .log import logger
+from .memory import PERM_R, PERM_RW, AddressSpace, Region
+
+_TLS = threading.local()
+MAX_BATCH = 1 << 40          # records per run_batch (a numpy array cannot be larger in practice)
+MAX_BENCH = 1 << 62          # runs per bench
+
+
+def thread_stack(size: int) -> Region:
+    """The calling thread's BPF stack of `size` bytes, at one address for every VM and engine in the thread.
+
+    It is not cleared between runs (as in the kernel, reading uninitialised stack is a program bug).
+    """
+    stacks = getattr(_TLS, "stacks", None)
+    if stacks is None:
+        stacks = _TLS.stacks = {}
+    st = stacks.get(size)
+    if st is None:
+        st = stacks[size] = Region("stack", np.zeros(size, dtype=np.uint8), PERM_RW)
+    return st
+
+
+def running() -> bool:
+    """True while a program runs in this thread."""
+    return _TLS.__dict__.get("active", False)
+
+
+@contextmanager
+def exclusive():
+    """Yields True if no program is running in this thread (and marks one running), else False: a nested
+    run (a Python helper starting another program) does not run, as the kernel's bpf_prog_active."""
+    tls = _TLS.__dict__
+    if tls.get("active"):
+        logger.debug("nested run skipped: a program is already running in this thread")
+        yield False
+        return
+    tls["active"] = True
+    try:
+        yield True
+    finally:
+        tls["active"] = False
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, np.ndarray):
+        return f"a numpy array of dtype {obj.dtype} and shape {obj.shape}"
+    return f"a {type(obj).__name__}"
+
+
+ACCEPTED = "bytes, bytearray, a contiguous memoryview or a C-contiguous numpy array of a non-object dtype"
+
+
+def as_bytes_view(mem, what: str = "mem") -> tuple[np.ndarray, bool]:
+    """(1-D uint8 view of mem, writable?) for the byte buffers a run accepts; ConfigError for anything else.
+
+    numpy arrays, bytearrays and writable memoryviews are used in place (stores are visible to the caller);
+    bytes are immutable, so they are viewed read-only here (engines copy them into a private buffer)."""
+    if isinstance(mem, np.ndarray):
+        if mem.dtype.hasobject:
+            raise ConfigError(f"must be {ACCEPTED}; got {_describe(mem)} (object dtype)", what)
+        if not mem.flags.c_contiguous:
+            raise ConfigError(f"must be {ACCEPTED}; got {_describe(mem)} that is not C-contiguous "
+                              "(np.ascontiguousarray makes a copy)", what)
+        return mem.reshape(-1).view(np.uint8), bool(mem.flags.writeable)
+    if isinstance(mem, (bytes, bytearray, memoryview)):
+        if isinstance(mem, memoryview) and not mem.c_contiguous:
+            raise ConfigError(f"must be {ACCEPTED}; got a non-contiguous memoryview", what)
+        buf = np.frombuffer(mem, dtype=np.uint8) if len(mem) else np.zeros(0, dtype=np.uint8)
+        return buf, isinstance(mem, bytearray) or (isinstance(mem, memoryview) and not mem.readonly)
+    raise ConfigError(f"must be {ACCEPTED}; got {_describe(mem)}", what)
+
+
+def check_ctx_size(ptype, nbytes: int, what: str = "mem") -> None:
+    if ptype.ctx_size is not None and nbytes != ptype.ctx_size:
+        raise ConfigError(f"a {ptype.name} program's context is {ptype.ctx} of {ptype.ctx_size} bytes; got "
+                          f"{nbytes} bytes", what)
+
+
+def ctx_buffer(ptype, mem, readonly: bool) -> tuple[np.ndarray | None, int]:
+    """(context buffer or None, permissions) of one run: the checks both engines share. Bytes are copied
+    into a private writable buffer (the program may store into its mem; `VM.last_mem` shows it)."""
+    if mem is None:
+        if ptype.ctx_size is not None:
+            raise ConfigError(f"a {ptype.name} program needs its context ({ptype.ctx}, {ptype.ctx_size} bytes)",
+                              "mem")
+        return None, PERM_RW
+    buf, writable = as_bytes_view(mem)
+    check_ctx_size(ptype, buf.size)
+    if isinstance(mem, bytes):
+        buf, writable = buf.copy(), True
+    return buf, PERM_R if readonly or ptype.ctx_readonly or not writable else PERM_RW
+
+
+def records_view(ptype, records, readonly: bool) -> tuple[np.ndarray, int]:
+    """(2-D uint8 view with one row per record, permissions) for run_batch; ConfigError for other input."""
+    if not isinstance(records, np.ndarray):
+        raise ConfigError(f"must be a C-contiguous numpy array with one record per row (2-D uint8 or 1-D "
+                          f"structured); got {_describe(records)}", "records")
+    if records.ndim == 0:
+        raise ConfigError("must have one record per row; got a 0-d array", "records")
+    as_bytes_view(records, "records")
+    n = len(records)
+    if n > MAX_BATCH:
+        raise ConfigError(f"at most {MAX_BATCH} records per batch; got {n}", "records")
+    stride = records.strides[0] if n else records.dtype.itemsize * int(np.prod(records.shape[1:], dtype=np.int64))
+    if n and stride <= 0:
+        raise ConfigError("records must have a positive record size", "records")
+    check_ctx_size(ptype, stride, "records")
+    flat = records.reshape(n, -1).view(np.uint8).reshape(n, stride) if n else np.zeros((0, 0), np.uint8)
+    return flat, PERM_R if readonly or ptype.ctx_readonly or not records.flags.writeable else PERM_RW
+
+
+def check_count(n, what: str, limit: int) -> int:
+    """A run count from the caller: an int in 0..limit, else ConfigError."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ConfigError(f"must be an int; got {type(n).__name__}", what)
+    if not 0 <= int(n) <= limit:
+        raise ConfigError(f"must be in 0..{limit}; got {n}", what)
+    return int(n)
+
+
+class RunEnv:
+    """The run environment of one prepared program (pipeline.Prepared): its stack, the runtime's regions,
+    address spaces and helper contexts. Both engines hold one and build every run through it."""
+
+    def __init__(self, prepared):
+        self.prepared = prepared
+        self.ptype = prepared.ptype
+        self.runtime = prepared.runtime
+        cfg = prepared.config
+        self.stack_bytes = cfg.stack_size * cfg.max_call_depth
+
+    def stack(self) -> Region:
+        return thread_stack(self.stack_bytes)
+
+    def runtime_regions(self):
+        return self.runtime.regions() if self.runtime is not None else ()
+
+    def address_space(self, ctx_region: Region | None) -> AddressSpace:
+        aspace = AddressSpace()
+        if ctx_region is not None:
+            aspace.add(ctx_region)
+        aspace.add(self.stack())
+        for r in self.runtime_regions():
+            aspace.add(r)
+        return aspace
+
+    def helper_ctx(self, aspace) -> HelperContext:
+        p = self.prepared
+        return HelperContext(aspace, p.program, p.runtime, config=p.config)
+
+    def ctx_region(self, buf: np.ndarray | None, perms: int, name: str = "mem") -> Region | None:
+        return Region(name, buf, perms) if buf is not None else None
+
+    def entry_regs(self, region: Region | None) -> tuple[int, int]:
+        """(r1, r2) at entry for a run whose context is `region`."""
+        if region is None or not region.size:
+            return 0, 0
+        return region.start, region.size if self.ptype.r2_is_len else 0
