@@ -25,17 +25,19 @@ valid programs round-trip.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 from . import isa
 from .errors import AssemblerError
 from .isa import Form, Insn, to_s16, to_s32
 
 if TYPE_CHECKING:
-    from .program import Program
+    from .helpers.registry import HelperRegistry
+    from .program import Config, Program
 
 _NUM = re.compile(r"([+-]?)(0x[0-9a-f]+|[0-9]+)", re.I)
 _REG = re.compile(r"%?r(\d+)")
@@ -110,6 +112,7 @@ class _Ctx:
     labels: dict[str, int]
     helpers: Mapping[str, int] | None
     maps: dict[str, int]
+    default_helpers: bool = False     # `helpers` is the default registry (nothing was passed)
 
     def target(self, tok: str, pc: int, bits: int) -> int:
         lo, hi = -(1 << bits - 1), (1 << bits - 1) - 1
@@ -122,12 +125,13 @@ class _Ctx:
     def helper(self, tok: str) -> int:
         if not _IDENT.fullmatch(tok):
             return _imm32(tok)
-        if self.helpers is None:
+        names = self.helpers
+        if names is None:
             from .helpers.registry import helper_ids
-            self.helpers = helper_ids()
-        if tok not in self.helpers:
-            raise AssemblerError(f"Unknown helper {tok!r}")
-        return _check(self.helpers[tok], *S32, f"Helper id of {tok!r}")
+            names = self.helpers = helper_ids()
+        if tok not in names:
+            raise AssemblerError(_unknown_helper(tok, names, self.default_helpers))
+        return _check(names[tok], *S32, f"Helper id of {tok!r}")
 
     def map_index(self, tok: str) -> int:
         if not _IDENT.fullmatch(tok):
@@ -144,6 +148,30 @@ class _Ctx:
         read = {"imm": _imm32, "map": self.map_index, "target": lambda t: self.target(t, pc, 32)}
         first = read[_LDDW_FUNCS[name][1]](args[0])
         return first, (_imm32(args[1]) if len(args) == 2 else 0)
+
+
+# ------------------------------------------------------------------------------------- helper names
+HelperNames = Union["HelperRegistry", Mapping[str, int]]
+
+
+def _helper_names(helpers: HelperNames | None) -> Mapping[str, int] | None:
+    """name -> id from a HelperRegistry (anything with `names()`) or a mapping; None = the default registry."""
+    if helpers is None or isinstance(helpers, Mapping):
+        return helpers
+    names = getattr(helpers, "names", None)
+    if names is None:
+        raise TypeError(f"helpers must be a HelperRegistry or a mapping name -> id, not {type(helpers).__name__}")
+    return dict(names())
+
+
+def _unknown_helper(name: str, names: Mapping[str, int], default: bool) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = "registered (default registry)" if default else "registered in helpers="
+    listed = ", ".join(sorted(names)) or "none"
+    advice = ("; pass helpers=your_registry to assemble with the names of your own helpers" if default
+              else "; register it in that registry, or write its id: call N")
+    return f"Unknown helper {name!r}{hint}; {where}: {listed}{advice}"
 
 
 def _show_pseudo(ins: Insn, nxt: Insn) -> str:
@@ -313,15 +341,16 @@ def _map_names(maps: Mapping[str, int] | Sequence[str] | None) -> dict[str, int]
     return {name: i for i, name in enumerate(maps)}
 
 
-def assemble_insns(text: str, *, helpers: Mapping[str, int] | None = None,
+def assemble_insns(text: str, *, helpers: HelperNames | None = None,
                    maps: Mapping[str, int] | Sequence[str] | None = None) -> list[Insn]:
     """Assemble text into instruction slots (lddw takes two). Raises AssemblerError with the line.
 
-    `helpers` maps names for `call NAME` (default: the default helper registry); `maps` names the maps for
-    `map(NAME)`/`map_value(NAME, off)`: a mapping name -> index or a sequence of names (position = index).
+    `helpers` names the helpers for `call NAME`: a HelperRegistry or a mapping name -> id (default: the
+    default helper registry); `maps` names the maps for `map(NAME)`/`map_value(NAME, off)`: a mapping
+    name -> index or a sequence of names (position = index).
     """
     stmts, labels = _parse(text)
-    ctx = _Ctx(labels, helpers, _map_names(maps))
+    ctx = _Ctx(labels, _helper_names(helpers), _map_names(maps), default_helpers=helpers is None)
     out: list[Insn] = []
     for st in stmts:
         with _at(st.line_no, st.line):
@@ -329,8 +358,9 @@ def assemble_insns(text: str, *, helpers: Mapping[str, int] | None = None,
     return out
 
 
-def assemble(text: str, *, helpers: Mapping[str, int] | None = None,
-             maps: Mapping[str, int] | Sequence[str] | None = None, config=None, **meta) -> "Program":
+def assemble(text: str, *, helpers: HelperNames | None = None,
+             maps: Mapping[str, int] | Sequence[str] | None = None, config: Config | None = None,
+             **meta: Any) -> Program:
     """Assemble and validate: `Program.from_asm` with helper and map names. `meta` goes to Program."""
     from .program import DEFAULT_CONFIG, Program
     insns = assemble_insns(text, helpers=helpers, maps=maps)
@@ -349,7 +379,14 @@ def _expressible(form: Form, ins: Insn, nxt: Insn | None) -> bool:
     return True
 
 
-def _line(insns: Sequence[Insn], pc: int) -> tuple[str, int]:
+def _helper_labels(helpers: HelperNames | None) -> dict[int, str]:
+    """id -> the name `call` prints (only names that read back as a helper name, not a register)."""
+    names = _helper_names(helpers) or {}
+    return {hid: name for name, hid in sorted(names.items(), reverse=True)
+            if _IDENT.fullmatch(name) and not _REG.fullmatch(name)}
+
+
+def _line(insns: Sequence[Insn], pc: int, helper_names: Mapping[int, str] | None = None) -> tuple[str, int]:
     """Text of the instruction at pc and the number of slots it covers."""
     norm = [Insn(o, d, s, to_s16(off), to_s32(imm)) for o, d, s, off, imm in insns[pc:pc + 2]]
     ins, nxt = norm[0], (norm[1] if len(norm) > 1 else None)
@@ -357,21 +394,28 @@ def _line(insns: Sequence[Insn], pc: int) -> tuple[str, int]:
     if form is None or not _expressible(form, ins, nxt):
         return (f"# invalid: opcode {ins.opcode:#04x} dst {ins.dst} src {ins.src} off {ins.off} "
                 f"imm {ins.imm}"), 1
+    if form.op == "call" and helper_names and ins.imm in helper_names:
+        return f"call {helper_names[ins.imm]}", 1
     ops = ", ".join(_KINDS[k].show(ins, nxt) for k in _kinds(form))
     return f"{form.mnemonic} {ops}".rstrip(), (2 if form.opcode == isa.LDDW_OPCODE else 1)
 
 
-def disassemble_insn(insns: Sequence[Insn], pc: int) -> str:
+def disassemble_insn(insns: Sequence[Insn], pc: int, *, helpers: HelperNames | None = None) -> str:
     """One instruction (both slots for lddw) as assembly text."""
-    return _line(insns, pc)[0]
+    return _line(insns, pc, _helper_labels(helpers))[0]
 
 
-def disassemble(prog_or_insns: "Program | Sequence[Insn]") -> str:
-    """A Program or list of slots as assembly, one instruction per line (jump targets as +N/-N)."""
+def disassemble(prog_or_insns: Program | Sequence[Insn], *, helpers: HelperNames | None = None) -> str:
+    """A Program or list of slots as assembly, one instruction per line (jump targets as +N/-N).
+
+    With `helpers` (a HelperRegistry or a mapping name -> id), `call` prints the helper's name where that
+    registry has one (the text assembles back with the same `helpers=`); without, helper ids are numbers.
+    """
     insns = list(getattr(prog_or_insns, "insns", prog_or_insns))
+    names = _helper_labels(helpers)
     lines, pc = [], 0
     while pc < len(insns):
-        text, size = _line(insns, pc)
+        text, size = _line(insns, pc, names)
         lines.append(text + "\n")
         pc += size
     return "".join(lines)

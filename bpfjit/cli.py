@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from . import __version__, datafile, isa
 from .asm import assemble_insns, disassemble
-from .errors import AssemblerError, BPFError, RuntimeFault
+from .errors import AssemblerError, BPFError, LoadError, RuntimeFault
 from .isa import Insn
 from .program import Config, Program
 from .vm import ENGINES, VM
@@ -46,7 +46,6 @@ class Source(NamedTuple):
 
 
 _DATA_SECTION = re.compile(r"^--\s*(asm|raw)\s*$", re.M)
-_ASM_SECTION = re.compile(r"^--\s*asm\s*$", re.M)
 _HEX_TOKEN = re.compile(r"(0x)?[0-9a-f]+", re.I)
 
 
@@ -82,18 +81,13 @@ def _as_text(data: bytes) -> str | None:
 
 
 def _data_file(text: str, name: str) -> Source:
-    try:
-        df = datafile.parse(text, name)
-    except ValueError as e:
-        raise ValueError(f"{name}: malformed .data file: {e}") from None
+    df = datafile.parse(text, name)            # DataFileError names the line
     try:
         insns = datafile.insns_of(df)
     except AssemblerError as e:   # number lines from the top of the file, not of the asm section
-        header = _ASM_SECTION.search(text)
-        if header is None or e.line_no is None:
+        if e.line_no is None:
             raise
-        line_no = e.line_no + text.count("\n", 0, header.start()) + 1
-        raise AssemblerError(e.reason, line_no, e.line) from None
+        raise AssemblerError(e.reason, e.line_no + df.asm_line, e.line) from None
     return Source("data", insns, df.mem if df.has_mem else None)
 
 
@@ -180,8 +174,18 @@ def cmd_asm(args) -> int:
     return EXIT["ok"]
 
 
+def _complete(insns: list[Insn]) -> list[Insn]:
+    """Refuse what is not a program at all (the same LoadError the loader gives); other invalid slots are
+    shown by the disassembler as `# invalid` lines."""
+    if not insns:
+        raise LoadError("empty program")
+    if len(insns) in isa.lddw_slots(insns):
+        raise LoadError("lddw is truncated: its second slot is missing", len(insns) - 1)
+    return insns
+
+
 def cmd_disasm(args) -> int:
-    insns = read_program(args.file).insns
+    insns = _complete(read_program(args.file).insns)
     if args.ir or args.native:
         jit = VM(Program(insns), "jit", config_of(args)).engine
         text = jit.ir() if args.ir else jit.native_asm()
