@@ -15,7 +15,7 @@ Runtime, helpers and program types
     Runtime          maps by name/fd, kernel helpers, tail calls, kprobe runs, trace buffer, events
     HelperRegistry   id -> Helper table; Helper (one helper); HelperContext (what a Python helper sees)
     default_registry the process-wide registry of built-in helpers
-    pt_regs, pt_regs_array   kprobe contexts (one record / a batch)
+    pt_regs, pt_regs_array   kprobe contexts (one record / a batch); PT_REGS their numpy dtype
 
 Maps
     ArrayMap, PercpuArrayMap, HashMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, ProgArrayMap,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ArrayMap, HashMap, LruHashMap, LruPercpuHashMap,
                        MapBase, MapError, PercpuArrayMap, PercpuHashMap, PerfEventArrayMap, ProgArrayMap,
                        QueueMap, RingBufMap, StackMap, create_map)
-    from .progtypes import pt_regs, pt_regs_array
+    from .progtypes import PT_REGS, pt_regs, pt_regs_array
     from .runtime import Runtime
 
 
@@ -77,7 +77,7 @@ def disassemble(prog: Any, *, helpers: Any = None) -> str:
 # name -> submodule it is imported from on first use (PEP 562)
 _LAZY = {
     "Runtime": "runtime",
-    "pt_regs": "progtypes", "pt_regs_array": "progtypes",
+    "pt_regs": "progtypes", "pt_regs_array": "progtypes", "PT_REGS": "progtypes",
     "DataFileError": "datafile",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
@@ -102,6 +102,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Program", "Config", "VM", "ENGINES", "run", "assemble", "disassemble",
     "Runtime", "HelperRegistry", "Helper", "HelperContext", "default_registry", "pt_regs", "pt_regs_array",
+    "PT_REGS",
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",
     "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "create_map",
     "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
