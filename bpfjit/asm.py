@@ -1,4 +1,4 @@
-"""Assembler and disassembler for the bpf_conformance / ubpf assembly syntax.
+"""Assembler and disassembler for the bpf_conformance / ubpf assembly syntax (documented in docs/assembly.md).
 
 Both directions are driven by the ISA table (`isa.BY_MNEMONIC`, `isa.form_of`): a mnemonic names one or more
 forms; the form's `shape` says which operands it takes (`_SHAPES`), and each operand kind (`_KINDS`) knows
@@ -10,7 +10,8 @@ Syntax: one instruction per line; `#` starts a comment anywhere; `name:` defines
 instruction); registers `%r0`..`%r10` (or `r0`..`r10`); numbers are decimal or `0x` hex with optional sign;
 memory operands `[%rN]`, `[%rN+off]`, `[%rN-off]`. Jump and local-call targets are a label or a number of
 slots relative to the next slot (`+N`/`-N`); the label `exit` means the first `exit` unless defined.
-`call N` / `call NAME` (helper; names from `helpers`, else the default helper registry), `call local T`,
+`call N` / `call NAME` (helper; names from `helpers` - a HelperRegistry or a mapping name -> id - else the
+default helper registry; the disassembler prints names only when given `helpers`), `call local T`,
 `call btf N`, `call %rN` (callx). `lddw %rN, VALUE` takes any 64-bit value; the pseudo sources are written
 as functions: `map_fd(fd)`, `map_value_fd(fd, off)`, `var_addr(id)`, `code_addr(T)`, `map_idx(i)`,
 `map_value_idx(i, off)`, and `map(NAME)` / `map_value(NAME, off)` resolved through `maps` (src 5 / 6). The
@@ -141,7 +142,10 @@ class _Ctx:
         return _check(self.maps[tok], 0, S32[1], f"Map index of {tok!r}")
 
     def pseudo(self, tok: str, pc: int) -> tuple[int, int]:
-        name, text = _FUNC.fullmatch(tok).groups()
+        m = _FUNC.fullmatch(tok)
+        if m is None:
+            raise AssemblerError(f"Invalid lddw value {tok!r}")
+        name, text = m.groups()
         args = [a.strip() for a in text.split(",")]
         if len(args) > 2 or "" in args:
             raise AssemblerError(f"{name}() takes 1 or 2 arguments, got {tok!r}")
@@ -174,7 +178,8 @@ def _unknown_helper(name: str, names: Mapping[str, int], default: bool) -> str:
     return f"Unknown helper {name!r}{hint}; {where}: {listed}{advice}"
 
 
-def _show_pseudo(ins: Insn, nxt: Insn) -> str:
+def _show_pseudo(ins: Insn, nxt: Insn | None) -> str:
+    assert nxt is not None                       # _expressible: an lddw is printed only when complete
     name = _PSEUDO_NAME[ins.src]
     args = [f"{ins.imm:+d}" if _LDDW_FUNCS[name][1] == "target" else str(ins.imm)]
     if nxt.imm or "value" in name:
@@ -185,6 +190,12 @@ def _show_pseudo(ins: Insn, nxt: Insn) -> str:
 # ----------------------------------------------------------------------------------- operand kinds
 def _show_mem(reg: int, off: int) -> str:
     return f"[%r{reg}{off:+d}]" if off else f"[%r{reg}]"
+
+
+def _second(nxt: Insn | None) -> Insn:
+    """The second slot of an lddw (the disassembler prints an lddw only when it has one)."""
+    assert nxt is not None
+    return nxt
 
 
 class _Kind(NamedTuple):
@@ -204,7 +215,7 @@ _KINDS = {
     "rel": _Kind("value", ("imm",), lambda t, c, pc: (c.target(t, pc, 32),), lambda i, n: f"{i.imm:+d}"),
     "helper": _Kind("value", ("imm",), lambda t, c, pc: (c.helper(t),), lambda i, n: str(i.imm)),
     "imm64": _Kind("value", ("imm", "next"), lambda t, c, pc: _imm64(t),
-                   lambda i, n: f"{(i.imm & 0xFFFFFFFF) | (n.imm & 0xFFFFFFFF) << 32:#x}"),
+                   lambda i, n: f"{(i.imm & 0xFFFFFFFF) | (_second(n).imm & 0xFFFFFFFF) << 32:#x}"),
     "pseudo": _Kind("func:{sel}", ("imm", "next"), lambda t, c, pc: c.pseudo(t, pc), _show_pseudo),
 }
 
@@ -289,7 +300,7 @@ def _encode(form: Form, ops: list[str], ctx: _Ctx, pc: int) -> list[Insn]:
 
 
 @contextmanager
-def _at(line_no: int, line: str):
+def _at(line_no: int, line: str) -> Iterator[None]:
     """Attach the line to AssemblerErrors raised without one."""
     try:
         yield
@@ -411,7 +422,7 @@ def disassemble(prog_or_insns: Program | Sequence[Insn], *, helpers: HelperNames
     With `helpers` (a HelperRegistry or a mapping name -> id), `call` prints the helper's name where that
     registry has one (the text assembles back with the same `helpers=`); without, helper ids are numbers.
     """
-    insns = list(getattr(prog_or_insns, "insns", prog_or_insns))
+    insns: list[Insn] = list(prog_or_insns.insns if hasattr(prog_or_insns, "insns") else prog_or_insns)
     names = _helper_labels(helpers)
     lines, pc = [], 0
     while pc < len(insns):

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn, Sequence, cast
 
 from . import __version__, datafile, isa
 from .asm import assemble_insns, disassemble
@@ -21,6 +21,9 @@ from .errors import AssemblerError, BPFError, LoadError, RuntimeFault
 from .isa import Insn
 from .program import Config, Program
 from .vm import ENGINES, VM
+
+if TYPE_CHECKING:
+    from .jit.engine import JITEngine
 
 PROG = "bpfjit"
 EXIT = {"ok": 0, "error": 1, "fault": 2, "interrupted": 130}
@@ -34,7 +37,7 @@ class UsageError(ValueError):
 class ArgParser(argparse.ArgumentParser):
     """argparse with one-line errors: they raise UsageError instead of printing usage and exiting."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -113,7 +116,7 @@ def _display(path: str) -> str:
 
 # ------------------------------------------------------------------------------------------ options
 # argparse dest -> (Config field, conversion); options a subcommand does not define keep Config's default
-_CONFIG_OPTIONS = {
+_CONFIG_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cpu": ("cpu", int),
     "limit": ("insn_limit", lambda n: n or None),
     "unchecked": ("checked", lambda unchecked: not unchecked),
@@ -163,7 +166,7 @@ def _write(data: bytes | str, output: str | None) -> None:
         sys.stdout.buffer.flush()
 
 
-def cmd_asm(args) -> int:
+def cmd_asm(args: argparse.Namespace) -> int:
     prog = Program.from_insns(read_program(args.file).insns)
     code = prog.to_bytes()
     if args.hex:
@@ -184,10 +187,10 @@ def _complete(insns: list[Insn]) -> list[Insn]:
     return insns
 
 
-def cmd_disasm(args) -> int:
+def cmd_disasm(args: argparse.Namespace) -> int:
     insns = _complete(read_program(args.file).insns)
     if args.ir or args.native:
-        jit = VM(Program(insns), "jit", config_of(args)).engine
+        jit = cast("JITEngine", VM(Program(insns), "jit", config_of(args)).engine)
         text = jit.ir() if args.ir else jit.native_asm()
     else:
         text = disassemble(insns)
@@ -200,7 +203,7 @@ def format_r0(r0: int) -> str:
     return f"{r0:#x} ({r0}{signed})"
 
 
-def _run_mem(args, src: Source) -> bytes | None:
+def _run_mem(args: argparse.Namespace, src: Source) -> bytes | None:
     if args.mem is not None:
         return hex_bytes(args.mem, "--mem")
     if args.mem_file is not None:
@@ -208,7 +211,7 @@ def _run_mem(args, src: Source) -> bytes | None:
     return src.mem
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     src = read_program(args.file)
     mem = _run_mem(args, src)
     r0 = VM(Program(src.insns), args.engine, config_of(args)).run(mem)
@@ -216,7 +219,7 @@ def cmd_run(args) -> int:
     return EXIT["ok"]
 
 
-def cmd_conformance(args) -> int:
+def cmd_conformance(args: argparse.Namespace) -> int:
     from .conformance import run_directory
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -237,7 +240,8 @@ _EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words),
            ".data file ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
 
 
-def _command(sub, name: str, func, summary: str, file_arg: str = "file") -> argparse.ArgumentParser:
+def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str,
+             file_arg: str = "file") -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=_EPILOG)
     p.add_argument(file_arg, metavar=file_arg.upper())
     p.set_defaults(func=func)
@@ -317,7 +321,7 @@ def exit_status(e: SystemExit) -> int:
     return e.code if isinstance(e.code, int) else EXIT["ok"]
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see EXIT)."""
     args = None
     try:
@@ -326,9 +330,9 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return exit_status(e)
     except EXPECTED_ERRORS as e:
-        file = getattr(args, "file", None)
-        names_file = file is not None and isinstance(e, BPFError) and not isinstance(e, RuntimeFault)
-        return report(PROG, e, f"{_display(file)}: " if names_file else "")
+        file: str | None = getattr(args, "file", None)
+        names_file = isinstance(e, BPFError) and not isinstance(e, RuntimeFault)
+        return report(PROG, e, f"{_display(file)}: " if file is not None and names_file else "")
 
 
 if __name__ == "__main__":
