@@ -9,16 +9,19 @@ verdicts (conformance.py).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, NoReturn, Sequence, cast
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, NoReturn, Sequence, cast
 
 from . import __version__, datafile, isa
 from .asm import assemble_insns, disassemble
 from .errors import AssemblerError, BPFError, LoadError, RuntimeFault
 from .isa import Insn
+from .log import LOGGER_NAME
 from .program import Config, Program
 from .vm import ENGINES, VM
 
@@ -252,6 +255,8 @@ def build_parser() -> ArgParser:
     ap = ArgParser(prog=PROG, description="Run eBPF programs in user space (reference interpreter or LLVM JIT).",
                    epilog=_EPILOG)
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0,
+                    help="show the library's log on stderr (-v: info, -vv: debug, e.g. compile times)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "asm", cmd_asm, "assemble to raw little-endian bytecode (validated)")
@@ -321,12 +326,33 @@ def exit_status(e: SystemExit) -> int:
     return e.code if isinstance(e.code, int) else EXIT["ok"]
 
 
+@contextmanager
+def _logging_to_stderr(verbosity: int) -> Iterator[None]:
+    """-v / -vv: the "bpfjit" logger's records on stderr while the command runs (the library itself only
+    has a NullHandler)."""
+    if not verbosity:
+        yield
+        return
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see EXIT)."""
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        with _logging_to_stderr(args.verbose):
+            return args.func(args)
     except SystemExit as e:
         return exit_status(e)
     except EXPECTED_ERRORS as e:

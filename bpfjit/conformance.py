@@ -21,10 +21,12 @@ from pathlib import Path
 from . import datafile
 from .cli import EXPECTED_ERRORS, ArgParser, exit_status, hex_bytes, report
 from .errors import BPFError
+from .log import get_logger
 from .program import Config, Program
 from .vm import ENGINES, VM
 
 PROG = "bpfjit-conformance"
+_log = get_logger(__name__)
 CONFIG = Config(cpu=4)
 
 
@@ -100,7 +102,11 @@ def check_file(path: str | Path, engine: str = "jit", config: Config = CONFIG) -
 
 def run_directory(folder: str | Path, engine: str = "jit", config: Config = CONFIG) -> list[Outcome]:
     """check_file on every *.data file of folder (not recursive), in name order."""
-    return [check_file(p, engine, config) for p in sorted(Path(folder).glob("*.data"))]
+    outcomes = []
+    for p in sorted(Path(folder).glob("*.data")):
+        outcomes.append(check_file(p, engine, config))
+        _log.debug("%s (%s): %s %s", p.name, engine, outcomes[-1].status, outcomes[-1].message)
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -407,3 +407,17 @@ def test_datafile_error_is_a_bpferror_with_the_line():
     with pytest.raises(DataFileError) as exc:
         parse("-- asm\nexit\n-- result\n0xq\n")
     assert isinstance(exc.value, BPFError) and exc.value.line_no == 4 and exc.value.line == "0xq"
+
+
+# ------------------------------------------------------------------------------------------- logging
+def test_verbose_shows_the_library_log(tmp_path, write, capsys):
+    import logging
+
+    write("ok.data", DATA_FILES["ok.data"])
+    assert cli.main(["-vv", "conformance", str(tmp_path), "--engine", "interp"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "1 passed, 0 failed\n"
+    assert "bpfjit: DEBUG bpfjit.conformance: ok.data (interp): pass" in err
+    assert logging.getLogger("bpfjit").level == logging.NOTSET                # restored after the command
+    assert cli.main(["conformance", str(tmp_path), "--engine", "interp"]) == 0
+    assert capsys.readouterr() == ("1 passed, 0 failed\n", "")                  # silent without -v

@@ -225,3 +225,11 @@ def test_library_never_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders
+
+
+def test_replacing_a_helper_is_logged(caplog):
+    reg = default_registry().copy()
+    with caplog.at_level(logging.INFO, logger="bpfjit"):
+        reg.helper(5, name="my_clock")(lambda ctx, *a: 1)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("bpfjit.helpers.registry", "helper 5: my_clock replaces ktime_get_ns")]

@@ -11,8 +11,12 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
+from ..log import get_logger
+
 if TYPE_CHECKING:
     from ..program import Program
+
+_log = get_logger(__name__)
 
 # Argument types (the kernel's bpf_arg_type names, shortened), for prototypes and the verifier.
 ARG_TYPES = ("anything", "const_map_ptr", "ptr_to_map_key", "ptr_to_map_value", "ptr_to_ctx",
@@ -79,8 +83,11 @@ class HelperRegistry:
 
     def register(self, helper: Helper, replace: bool = False) -> Helper:
         with self._lock:
-            if helper.id in self._by_id and not replace:
-                raise ValueError(f"helper id {helper.id} is already registered ({self._by_id[helper.id].name})")
+            old = self._by_id.get(helper.id)
+            if old is not None and not replace:
+                raise ValueError(f"helper id {helper.id} is already registered ({old.name})")
+            if old is not None:
+                _log.info("helper %d: %s replaces %s", helper.id, helper.name, old.name)
             self._by_id[helper.id] = helper
             if helper.btf_id is not None:
                 self._by_btf[helper.btf_id] = helper
