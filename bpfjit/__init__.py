@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import log as _log  # noqa: F401  (installs the NullHandler on the "bpfjit" logger)
+from .log import LOGGER_NAME as _LOGGER_NAME  # noqa: F401  (importing log installs the NullHandler)
 from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, RuntimeFault, VerifierError
 from .helpers.registry import Helper, HelperContext, HelperRegistry, default_registry
 from .program import Config, Program

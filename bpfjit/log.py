@@ -16,7 +16,8 @@ logger.addHandler(logging.NullHandler())
 
 
 def get_logger(module: str) -> logging.Logger:
-    """The logger of a bpfjit module (`bpfjit.jit.compiler` ...), a child of the "bpfjit" logger."""
+    """The logger of a bpfjit module (`get_logger(__name__)`: "bpfjit.jit.compiler" ...), always a child of the
+    "bpfjit" logger (a module run as a script, `__name__ == "__main__"`, gets "bpfjit.__main__")."""
     if module != LOGGER_NAME and not module.startswith(LOGGER_NAME + "."):
-        raise ValueError(f"{module!r} is not a bpfjit module")
+        module = f"{LOGGER_NAME}.{module}"
     return logging.getLogger(module)
