@@ -1,4 +1,4 @@
-"""Assembler and disassembler for the bpf_conformance / ubpf assembly syntax.
+"""Assembler and disassembler for the bpf_conformance / ubpf assembly syntax (documented in docs/assembly.md).
 
 Both directions are driven by the ISA table (`isa.BY_MNEMONIC`, `isa.form_of`): a mnemonic names one or more
 forms; the form's `shape` says which operands it takes (`_SHAPES`), and each operand kind (`_KINDS`) knows
@@ -10,7 +10,8 @@ Syntax: one instruction per line; `#` starts a comment anywhere; `name:` defines
 instruction); registers `%r0`..`%r10` (or `r0`..`r10`); numbers are decimal or `0x` hex with optional sign;
 memory operands `[%rN]`, `[%rN+off]`, `[%rN-off]`. Jump and local-call targets are a label or a number of
 slots relative to the next slot (`+N`/`-N`); the label `exit` means the first `exit` unless defined.
-`call N` / `call NAME` (helper; names from `helpers`, else the default helper registry), `call local T`,
+`call N` / `call NAME` (helper; names from `helpers` - a HelperRegistry or a mapping name -> id - else the
+default helper registry; the disassembler prints names only when given `helpers`), `call local T`,
 `call btf N`, `call %rN` (callx). `lddw %rN, VALUE` takes any 64-bit value; the pseudo sources are written
 as functions: `map_fd(fd)`, `map_value_fd(fd, off)`, `var_addr(id)`, `code_addr(T)`, `map_idx(i)`,
 `map_value_idx(i, off)`, and `map(NAME)` / `map_value(NAME, off)` resolved through `maps` (src 5 / 6). The
@@ -25,17 +26,19 @@ valid programs round-trip.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, NamedTuple, Sequence, Union
 
 from . import isa
 from .errors import AssemblerError
 from .isa import Form, Insn, to_s16, to_s32
 
 if TYPE_CHECKING:
-    from .program import Program
+    from .helpers.registry import HelperRegistry
+    from .program import Config, Program
 
 _NUM = re.compile(r"([+-]?)(0x[0-9a-f]+|[0-9]+)", re.I)
 _REG = re.compile(r"%?r(\d+)")
@@ -110,6 +113,7 @@ class _Ctx:
     labels: dict[str, int]
     helpers: Mapping[str, int] | None
     maps: dict[str, int]
+    default_helpers: bool = False     # `helpers` is the default registry (nothing was passed)
 
     def target(self, tok: str, pc: int, bits: int) -> int:
         lo, hi = -(1 << bits - 1), (1 << bits - 1) - 1
@@ -122,12 +126,13 @@ class _Ctx:
     def helper(self, tok: str) -> int:
         if not _IDENT.fullmatch(tok):
             return _imm32(tok)
-        if self.helpers is None:
+        names = self.helpers
+        if names is None:
             from .helpers.registry import helper_ids
-            self.helpers = helper_ids()
-        if tok not in self.helpers:
-            raise AssemblerError(f"Unknown helper {tok!r}")
-        return _check(self.helpers[tok], *S32, f"Helper id of {tok!r}")
+            names = self.helpers = helper_ids()
+        if tok not in names:
+            raise AssemblerError(_unknown_helper(tok, names, self.default_helpers))
+        return _check(names[tok], *S32, f"Helper id of {tok!r}")
 
     def map_index(self, tok: str) -> int:
         if not _IDENT.fullmatch(tok):
@@ -137,7 +142,10 @@ class _Ctx:
         return _check(self.maps[tok], 0, S32[1], f"Map index of {tok!r}")
 
     def pseudo(self, tok: str, pc: int) -> tuple[int, int]:
-        name, text = _FUNC.fullmatch(tok).groups()
+        m = _FUNC.fullmatch(tok)
+        if m is None:
+            raise AssemblerError(f"Invalid lddw value {tok!r}")
+        name, text = m.groups()
         args = [a.strip() for a in text.split(",")]
         if len(args) > 2 or "" in args:
             raise AssemblerError(f"{name}() takes 1 or 2 arguments, got {tok!r}")
@@ -146,7 +154,32 @@ class _Ctx:
         return first, (_imm32(args[1]) if len(args) == 2 else 0)
 
 
-def _show_pseudo(ins: Insn, nxt: Insn) -> str:
+# ------------------------------------------------------------------------------------- helper names
+HelperNames = Union["HelperRegistry", Mapping[str, int]]
+
+
+def _helper_names(helpers: HelperNames | None) -> Mapping[str, int] | None:
+    """name -> id from a HelperRegistry (anything with `names()`) or a mapping; None = the default registry."""
+    if helpers is None or isinstance(helpers, Mapping):
+        return helpers
+    names = getattr(helpers, "names", None)
+    if names is None:
+        raise TypeError(f"helpers must be a HelperRegistry or a mapping name -> id, not {type(helpers).__name__}")
+    return dict(names())
+
+
+def _unknown_helper(name: str, names: Mapping[str, int], default: bool) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    where = "registered (default registry)" if default else "registered in helpers="
+    listed = ", ".join(sorted(names)) or "none"
+    advice = ("; pass helpers=your_registry to assemble with the names of your own helpers" if default
+              else "; register it in that registry, or write its id: call N")
+    return f"Unknown helper {name!r}{hint}; {where}: {listed}{advice}"
+
+
+def _show_pseudo(ins: Insn, nxt: Insn | None) -> str:
+    assert nxt is not None                       # _expressible: an lddw is printed only when complete
     name = _PSEUDO_NAME[ins.src]
     args = [f"{ins.imm:+d}" if _LDDW_FUNCS[name][1] == "target" else str(ins.imm)]
     if nxt.imm or "value" in name:
@@ -157,6 +190,12 @@ def _show_pseudo(ins: Insn, nxt: Insn) -> str:
 # ----------------------------------------------------------------------------------- operand kinds
 def _show_mem(reg: int, off: int) -> str:
     return f"[%r{reg}{off:+d}]" if off else f"[%r{reg}]"
+
+
+def _second(nxt: Insn | None) -> Insn:
+    """The second slot of an lddw (the disassembler prints an lddw only when it has one)."""
+    assert nxt is not None
+    return nxt
 
 
 class _Kind(NamedTuple):
@@ -176,7 +215,7 @@ _KINDS = {
     "rel": _Kind("value", ("imm",), lambda t, c, pc: (c.target(t, pc, 32),), lambda i, n: f"{i.imm:+d}"),
     "helper": _Kind("value", ("imm",), lambda t, c, pc: (c.helper(t),), lambda i, n: str(i.imm)),
     "imm64": _Kind("value", ("imm", "next"), lambda t, c, pc: _imm64(t),
-                   lambda i, n: f"{(i.imm & 0xFFFFFFFF) | (n.imm & 0xFFFFFFFF) << 32:#x}"),
+                   lambda i, n: f"{(i.imm & 0xFFFFFFFF) | (_second(n).imm & 0xFFFFFFFF) << 32:#x}"),
     "pseudo": _Kind("func:{sel}", ("imm", "next"), lambda t, c, pc: c.pseudo(t, pc), _show_pseudo),
 }
 
@@ -261,7 +300,7 @@ def _encode(form: Form, ops: list[str], ctx: _Ctx, pc: int) -> list[Insn]:
 
 
 @contextmanager
-def _at(line_no: int, line: str):
+def _at(line_no: int, line: str) -> Iterator[None]:
     """Attach the line to AssemblerErrors raised without one."""
     try:
         yield
@@ -313,15 +352,16 @@ def _map_names(maps: Mapping[str, int] | Sequence[str] | None) -> dict[str, int]
     return {name: i for i, name in enumerate(maps)}
 
 
-def assemble_insns(text: str, *, helpers: Mapping[str, int] | None = None,
+def assemble_insns(text: str, *, helpers: HelperNames | None = None,
                    maps: Mapping[str, int] | Sequence[str] | None = None) -> list[Insn]:
     """Assemble text into instruction slots (lddw takes two). Raises AssemblerError with the line.
 
-    `helpers` maps names for `call NAME` (default: the default helper registry); `maps` names the maps for
-    `map(NAME)`/`map_value(NAME, off)`: a mapping name -> index or a sequence of names (position = index).
+    `helpers` names the helpers for `call NAME`: a HelperRegistry or a mapping name -> id (default: the
+    default helper registry); `maps` names the maps for `map(NAME)`/`map_value(NAME, off)`: a mapping
+    name -> index or a sequence of names (position = index).
     """
     stmts, labels = _parse(text)
-    ctx = _Ctx(labels, helpers, _map_names(maps))
+    ctx = _Ctx(labels, _helper_names(helpers), _map_names(maps), default_helpers=helpers is None)
     out: list[Insn] = []
     for st in stmts:
         with _at(st.line_no, st.line):
@@ -329,8 +369,9 @@ def assemble_insns(text: str, *, helpers: Mapping[str, int] | None = None,
     return out
 
 
-def assemble(text: str, *, helpers: Mapping[str, int] | None = None,
-             maps: Mapping[str, int] | Sequence[str] | None = None, config=None, **meta) -> "Program":
+def assemble(text: str, *, helpers: HelperNames | None = None,
+             maps: Mapping[str, int] | Sequence[str] | None = None, config: Config | None = None,
+             **meta: Any) -> Program:
     """Assemble and validate: `Program.from_asm` with helper and map names. `meta` goes to Program."""
     from .program import DEFAULT_CONFIG, Program
     insns = assemble_insns(text, helpers=helpers, maps=maps)
@@ -349,7 +390,14 @@ def _expressible(form: Form, ins: Insn, nxt: Insn | None) -> bool:
     return True
 
 
-def _line(insns: Sequence[Insn], pc: int) -> tuple[str, int]:
+def _helper_labels(helpers: HelperNames | None) -> dict[int, str]:
+    """id -> the name `call` prints (only names that read back as a helper name, not a register)."""
+    names = _helper_names(helpers) or {}
+    return {hid: name for name, hid in sorted(names.items(), reverse=True)
+            if _IDENT.fullmatch(name) and not _REG.fullmatch(name)}
+
+
+def _line(insns: Sequence[Insn], pc: int, helper_names: Mapping[int, str] | None = None) -> tuple[str, int]:
     """Text of the instruction at pc and the number of slots it covers."""
     norm = [Insn(o, d, s, to_s16(off), to_s32(imm)) for o, d, s, off, imm in insns[pc:pc + 2]]
     ins, nxt = norm[0], (norm[1] if len(norm) > 1 else None)
@@ -357,21 +405,28 @@ def _line(insns: Sequence[Insn], pc: int) -> tuple[str, int]:
     if form is None or not _expressible(form, ins, nxt):
         return (f"# invalid: opcode {ins.opcode:#04x} dst {ins.dst} src {ins.src} off {ins.off} "
                 f"imm {ins.imm}"), 1
+    if form.op == "call" and helper_names and ins.imm in helper_names:
+        return f"call {helper_names[ins.imm]}", 1
     ops = ", ".join(_KINDS[k].show(ins, nxt) for k in _kinds(form))
     return f"{form.mnemonic} {ops}".rstrip(), (2 if form.opcode == isa.LDDW_OPCODE else 1)
 
 
-def disassemble_insn(insns: Sequence[Insn], pc: int) -> str:
+def disassemble_insn(insns: Sequence[Insn], pc: int, *, helpers: HelperNames | None = None) -> str:
     """One instruction (both slots for lddw) as assembly text."""
-    return _line(insns, pc)[0]
+    return _line(insns, pc, _helper_labels(helpers))[0]
 
 
-def disassemble(prog_or_insns: "Program | Sequence[Insn]") -> str:
-    """A Program or list of slots as assembly, one instruction per line (jump targets as +N/-N)."""
-    insns = list(getattr(prog_or_insns, "insns", prog_or_insns))
+def disassemble(prog_or_insns: Program | Sequence[Insn], *, helpers: HelperNames | None = None) -> str:
+    """A Program or list of slots as assembly, one instruction per line (jump targets as +N/-N).
+
+    With `helpers` (a HelperRegistry or a mapping name -> id), `call` prints the helper's name where that
+    registry has one (the text assembles back with the same `helpers=`); without, helper ids are numbers.
+    """
+    insns: list[Insn] = list(prog_or_insns.insns if hasattr(prog_or_insns, "insns") else prog_or_insns)
+    names = _helper_labels(helpers)
     lines, pc = [], 0
     while pc < len(insns):
-        text, size = _line(insns, pc)
+        text, size = _line(insns, pc, names)
         lines.append(text + "\n")
         pc += size
     return "".join(lines)

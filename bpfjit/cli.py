@@ -9,18 +9,24 @@ verdicts (conformance.py).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, NoReturn, Sequence, cast
 
 from . import __version__, datafile, isa
 from .asm import assemble_insns, disassemble
-from .errors import AssemblerError, BPFError, RuntimeFault
+from .errors import AssemblerError, BPFError, LoadError, RuntimeFault
 from .isa import Insn
+from .log import LOGGER_NAME
 from .program import Config, Program
 from .vm import ENGINES, VM
+
+if TYPE_CHECKING:
+    from .jit.engine import JITEngine
 
 PROG = "bpfjit"
 EXIT = {"ok": 0, "error": 1, "fault": 2, "interrupted": 130}
@@ -34,7 +40,7 @@ class UsageError(ValueError):
 class ArgParser(argparse.ArgumentParser):
     """argparse with one-line errors: they raise UsageError instead of printing usage and exiting."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
@@ -46,7 +52,6 @@ class Source(NamedTuple):
 
 
 _DATA_SECTION = re.compile(r"^--\s*(asm|raw)\s*$", re.M)
-_ASM_SECTION = re.compile(r"^--\s*asm\s*$", re.M)
 _HEX_TOKEN = re.compile(r"(0x)?[0-9a-f]+", re.I)
 
 
@@ -82,18 +87,13 @@ def _as_text(data: bytes) -> str | None:
 
 
 def _data_file(text: str, name: str) -> Source:
-    try:
-        df = datafile.parse(text, name)
-    except ValueError as e:
-        raise ValueError(f"{name}: malformed .data file: {e}") from None
+    df = datafile.parse(text, name)            # DataFileError names the line
     try:
         insns = datafile.insns_of(df)
     except AssemblerError as e:   # number lines from the top of the file, not of the asm section
-        header = _ASM_SECTION.search(text)
-        if header is None or e.line_no is None:
+        if e.line_no is None:
             raise
-        line_no = e.line_no + text.count("\n", 0, header.start()) + 1
-        raise AssemblerError(e.reason, line_no, e.line) from None
+        raise AssemblerError(e.reason, e.line_no + df.asm_line, e.line) from None
     return Source("data", insns, df.mem if df.has_mem else None)
 
 
@@ -119,7 +119,7 @@ def _display(path: str) -> str:
 
 # ------------------------------------------------------------------------------------------ options
 # argparse dest -> (Config field, conversion); options a subcommand does not define keep Config's default
-_CONFIG_OPTIONS = {
+_CONFIG_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cpu": ("cpu", int),
     "limit": ("insn_limit", lambda n: n or None),
     "unchecked": ("checked", lambda unchecked: not unchecked),
@@ -169,7 +169,7 @@ def _write(data: bytes | str, output: str | None) -> None:
         sys.stdout.buffer.flush()
 
 
-def cmd_asm(args) -> int:
+def cmd_asm(args: argparse.Namespace) -> int:
     prog = Program.from_insns(read_program(args.file).insns)
     code = prog.to_bytes()
     if args.hex:
@@ -180,10 +180,20 @@ def cmd_asm(args) -> int:
     return EXIT["ok"]
 
 
-def cmd_disasm(args) -> int:
-    insns = read_program(args.file).insns
+def _complete(insns: list[Insn]) -> list[Insn]:
+    """Refuse what is not a program at all (the same LoadError the loader gives); other invalid slots are
+    shown by the disassembler as `# invalid` lines."""
+    if not insns:
+        raise LoadError("empty program")
+    if len(insns) in isa.lddw_slots(insns):
+        raise LoadError("lddw is truncated: its second slot is missing", len(insns) - 1)
+    return insns
+
+
+def cmd_disasm(args: argparse.Namespace) -> int:
+    insns = _complete(read_program(args.file).insns)
     if args.ir or args.native:
-        jit = VM(Program(insns), "jit", config_of(args)).engine
+        jit = cast("JITEngine", VM(Program(insns), "jit", config_of(args)).engine)
         text = jit.ir() if args.ir else jit.native_asm()
     else:
         text = disassemble(insns)
@@ -196,7 +206,7 @@ def format_r0(r0: int) -> str:
     return f"{r0:#x} ({r0}{signed})"
 
 
-def _run_mem(args, src: Source) -> bytes | None:
+def _run_mem(args: argparse.Namespace, src: Source) -> bytes | None:
     if args.mem is not None:
         return hex_bytes(args.mem, "--mem")
     if args.mem_file is not None:
@@ -204,7 +214,7 @@ def _run_mem(args, src: Source) -> bytes | None:
     return src.mem
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     src = read_program(args.file)
     mem = _run_mem(args, src)
     r0 = VM(Program(src.insns), args.engine, config_of(args)).run(mem)
@@ -212,7 +222,7 @@ def cmd_run(args) -> int:
     return EXIT["ok"]
 
 
-def cmd_conformance(args) -> int:
+def cmd_conformance(args: argparse.Namespace) -> int:
     from .conformance import run_directory
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -233,7 +243,8 @@ _EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words),
            ".data file ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
 
 
-def _command(sub, name: str, func, summary: str, file_arg: str = "file") -> argparse.ArgumentParser:
+def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str,
+             file_arg: str = "file") -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".", epilog=_EPILOG)
     p.add_argument(file_arg, metavar=file_arg.upper())
     p.set_defaults(func=func)
@@ -244,6 +255,8 @@ def build_parser() -> ArgParser:
     ap = ArgParser(prog=PROG, description="Run eBPF programs in user space (reference interpreter or LLVM JIT).",
                    epilog=_EPILOG)
     ap.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    ap.add_argument("-v", "--verbose", action="count", default=0,
+                    help="show the library's log on stderr (-v: info, -vv: debug, e.g. compile times)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(sub, "asm", cmd_asm, "assemble to raw little-endian bytecode (validated)")
@@ -313,18 +326,39 @@ def exit_status(e: SystemExit) -> int:
     return e.code if isinstance(e.code, int) else EXIT["ok"]
 
 
-def main(argv=None) -> int:
+@contextmanager
+def _logging_to_stderr(verbosity: int) -> Iterator[None]:
+    """-v / -vv: the "bpfjit" logger's records on stderr while the command runs (the library itself only
+    has a NullHandler)."""
+    if not verbosity:
+        yield
+        return
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see EXIT)."""
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        with _logging_to_stderr(args.verbose):
+            return args.func(args)
     except SystemExit as e:
         return exit_status(e)
     except EXPECTED_ERRORS as e:
-        file = getattr(args, "file", None)
-        names_file = file is not None and isinstance(e, BPFError) and not isinstance(e, RuntimeFault)
-        return report(PROG, e, f"{_display(file)}: " if names_file else "")
+        file: str | None = getattr(args, "file", None)
+        names_file = isinstance(e, BPFError) and not isinstance(e, RuntimeFault)
+        return report(PROG, e, f"{_display(file)}: " if file is not None and names_file else "")
 
 
 if __name__ == "__main__":

@@ -12,17 +12,21 @@ skipped. The .data format itself lives in datafile.py, program input and error r
 """
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import datafile
 from .cli import EXPECTED_ERRORS, ArgParser, exit_status, hex_bytes, report
 from .errors import BPFError
+from .log import get_logger
 from .program import Config, Program
 from .vm import ENGINES, VM
 
 PROG = "bpfjit-conformance"
+_log = get_logger(__name__)
 CONFIG = Config(cpu=4)
 
 
@@ -46,7 +50,7 @@ def _parser() -> ArgParser:
     return ap
 
 
-def run_plugin(args) -> int:
+def run_plugin(args: argparse.Namespace) -> int:
     prog_hex = args.program if args.program is not None else sys.stdin.read()
     code = hex_bytes(prog_hex, "program")
     mem = hex_bytes(args.memory, "memory") if args.memory.strip() else None
@@ -55,7 +59,7 @@ def run_plugin(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run_plugin(_parser().parse_args(plugin_argv(sys.argv[1:] if argv is None else list(argv))))
     except SystemExit as e:
@@ -72,7 +76,7 @@ class Outcome:
     message: str = ""
 
 
-def check_file(path, engine: str = "jit", config: Config = CONFIG) -> Outcome:
+def check_file(path: str | Path, engine: str = "jit", config: Config = CONFIG) -> Outcome:
     """The verdict on one .data file in one engine."""
     path = Path(path)
     try:
@@ -96,9 +100,13 @@ def check_file(path, engine: str = "jit", config: Config = CONFIG) -> Outcome:
     return Outcome(path, "pass")
 
 
-def run_directory(folder, engine: str = "jit", config: Config = CONFIG) -> list[Outcome]:
+def run_directory(folder: str | Path, engine: str = "jit", config: Config = CONFIG) -> list[Outcome]:
     """check_file on every *.data file of folder (not recursive), in name order."""
-    return [check_file(p, engine, config) for p in sorted(Path(folder).glob("*.data"))]
+    outcomes = []
+    for p in sorted(Path(folder).glob("*.data")):
+        outcomes.append(check_file(p, engine, config))
+        _log.debug("%s (%s): %s %s", p.name, engine, outcomes[-1].status, outcomes[-1].message)
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Iterable, NamedTuple, Sequence
 
 # ---- encoding constants (RFC 9669 section 3) ----
 CLS_LD, CLS_LDX, CLS_ST, CLS_STX, CLS_ALU, CLS_JMP, CLS_JMP32, CLS_ALU64 = range(8)
@@ -94,7 +94,7 @@ def _build() -> list[Form]:
             grp = dm if name in ("mul", "div", "mod") else base
             for srcreg in (False, True):
                 opc = cls | code | (SRC_X if srcreg else SRC_K)
-                common = dict(dst="wreg", src="reg" if srcreg else "zero", imm="zero" if srcreg else "any",
+                common: dict[str, Any] = dict(dst="wreg", src="reg" if srcreg else "zero", imm="zero" if srcreg else "any",
                               width=width, is64=is64, srcreg=srcreg, shape="rr" if srcreg else "ri")
                 if name in ("div", "mod"):
                     add(Form(opc, name, name + sfx, grp, 1, off="sel", sel_field="off", sel_value=0, **common))
@@ -216,7 +216,7 @@ def decode(data: bytes | bytearray | memoryview) -> list[Insn]:
     return out
 
 
-def encode(insns) -> bytes:
+def encode(insns: Iterable[Insn]) -> bytes:
     """Pack instruction slots into little-endian bytecode."""
     return b"".join(_INSN.pack(i.opcode, (i.dst & 0x0F) | ((i.src & 0x0F) << 4), to_s16(i.off), to_s32(i.imm))
                     for i in insns)
@@ -240,13 +240,13 @@ def form_of(insn: Insn) -> Form | None:
     if len(cands) == 1 and cands[0].sel_field is None:
         return cands[0]
     for f in cands:
-        v = {"off": insn.off, "imm": insn.imm, "src": insn.src}[f.sel_field]
+        v = {"off": insn.off, "imm": insn.imm, "src": insn.src}[f.sel_field or ""]
         if v == f.sel_value:
             return f
     return None
 
 
-def lddw_slots(insns) -> set[int]:
+def lddw_slots(insns: Sequence[Insn]) -> set[int]:
     """Indexes of the second slots of lddw instructions."""
     second = set()
     i = 0

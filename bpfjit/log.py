@@ -1,11 +1,23 @@
-"""The library's logger: `logging.getLogger("bpfjit")`, silent unless the application configures logging.
+"""The library's logger: `logging.getLogger("bpfjit")` with a NullHandler, so nothing is shown unless the
+application configures logging (e.g. `logging.basicConfig(level=logging.DEBUG)`).
 
-Fallbacks and notable events go here (nested runs skipped, compile-cache misses, compile times at DEBUG);
-the library never prints. Nothing else lives here.
+bpfjit never prints: notable events and silent fallbacks are logged here instead (DEBUG for routine events
+such as compile times and cache hits, WARNING for fallbacks a user may want to know about). Modules get a
+child logger with `get_logger(__name__)`. Nothing else lives here.
 """
 from __future__ import annotations
 
 import logging
 
-logger = logging.getLogger("bpfjit")
+LOGGER_NAME = "bpfjit"
+
+logger = logging.getLogger(LOGGER_NAME)
 logger.addHandler(logging.NullHandler())
+
+
+def get_logger(module: str) -> logging.Logger:
+    """The logger of a bpfjit module (`get_logger(__name__)`: "bpfjit.jit.compiler" ...), always a child of the
+    "bpfjit" logger (a module run as a script, `__name__ == "__main__"`, gets "bpfjit.__main__")."""
+    if module != LOGGER_NAME and not module.startswith(LOGGER_NAME + "."):
+        module = f"{LOGGER_NAME}.{module}"
+    return logging.getLogger(module)

@@ -64,9 +64,9 @@ class Program:
         return prog
 
     @classmethod
-    def from_asm(cls, text: str, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
+    def from_asm(cls, text: str, config: Config = DEFAULT_CONFIG, *, helpers=None, **meta) -> "Program":
         from .asm import assemble_insns
-        prog = cls(assemble_insns(text), source=text, **meta)
+        prog = cls(assemble_insns(text, helpers=helpers), source=text, **meta)
         prog.validate(config)
         return prog
 

@@ -19,7 +19,9 @@ import numpy as np
 
 from .errors import ConfigError
 from .helpers import HelperContext
-from .log import logger
+from .log import get_logger
+
+logger = get_logger(__name__)
 from .memory import PERM_R, PERM_RW, AddressSpace, Region
 
 _TLS = threading.local()

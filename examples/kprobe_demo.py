@@ -20,9 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bpfjit.maps import ArrayMap, HashMap, ProgArrayMap
-from bpfjit.progtypes import PT_REGS, pt_regs_array
-from bpfjit.runtime import Runtime
+from bpfjit import PT_REGS, ArrayMap, HashMap, ProgArrayMap, Runtime, pt_regs_array
 
 HERE = Path(__file__).resolve().parent
 N_EVENTS = 100_000

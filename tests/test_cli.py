@@ -347,3 +347,77 @@ def test_python_dash_m(write):
     done = subprocess.run([sys.executable, "-m", "bpfjit", "asm", write("p.s", ADD)], capture_output=True,
                           timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (0, _code(ADD), b"")
+
+
+# ------------------------------------------------------------------------- bad input, every command
+LDDW_FIRST = bytes.fromhex("1801000001000000")     # lddw %r1 without its second slot
+BAD_PROGRAMS = {   # name -> (file name, content, expected message after "bpfjit: PATH: ")
+    "empty file": ("empty.bin", b"", "empty program"),
+    "only comments": ("empty.s", "# nothing here\n\n", "empty program"),
+    "truncated lddw (binary)": ("lddw.bin", LDDW_FIRST, "instruction 0: lddw is truncated: its second slot is "
+                                "missing"),
+    "truncated lddw (hex)": ("lddw.hex", LDDW_FIRST.hex() + "\n", "instruction 0: lddw is truncated"),
+    "truncated lddw after exit": ("lddw2.bin", _code("exit") + LDDW_FIRST, "instruction 1: lddw is truncated"),
+    "data: bad mem byte": ("m.data", "-- asm\nexit\n-- mem\n00 zz\n",
+                           "malformed .data file: line 4: mem byte 'zz' is not a hex number ('00 zz')"),
+    "data: mem byte too big": ("m.data", "-- asm\nexit\n-- mem\n100\n",
+                               "malformed .data file: line 4: mem byte 100 is out of range (0x0..0xff)"),
+    "data: bad raw word": ("r.data", "# x\n-- raw\n0x95\n0xnope\n",
+                           "malformed .data file: line 4: raw instruction word '0xnope' is not a hex number"),
+    "data: raw word too big": ("r.data", "-- raw\n0x10000000000000000\n",
+                               "malformed .data file: line 2: raw instruction word 0x10000000000000000 is out"),
+    "data: bad raw byte": ("r.data", "-- raw\n95 0g 00 00 00 00 00 00\n",
+                           "malformed .data file: line 2: raw byte '0g' is not a hex number"),
+    "data: bad result": ("res.data", "-- asm\nexit\n-- result\nforty\n",
+                         "malformed .data file: line 4: result 'forty' is not a number ('forty')"),
+    "data: two results": ("res.data", "-- asm\nexit\n-- result\n1 2\n",
+                          "malformed .data file: line 4: result: expected one number ('1 2')"),
+}
+
+
+@pytest.mark.parametrize("command", ["asm", "disasm", "run"])
+@pytest.mark.parametrize("name", BAD_PROGRAMS)
+def test_every_command_refuses_bad_input_alike(command, name, write, capsys):
+    file_name, content, message = BAD_PROGRAMS[name]
+    path = write(file_name, content)
+    assert cli.main([command, path]) == 1
+    assert _error_line(capsys).startswith(f"bpfjit: {path}: {message}")
+
+
+def test_disasm_still_shows_invalid_slots_of_a_complete_program(write, capsys):
+    """Only what is not a program at all is refused; an lddw whose second slot is present but not zero is
+    shown as invalid, as before."""
+    code = LDDW_FIRST + bytes.fromhex("0100000000000000") + _code("exit")
+    assert cli.main(["disasm", write("bad2nd.bin", code)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# invalid: opcode 0x18") and out[-1] == "exit"
+
+
+def test_conformance_reports_a_malformed_data_file(tmp_path, write, capsys):
+    write("bad.data", "-- asm\nexit\n-- mem\nzz\n")
+    assert cli.main(["conformance", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "FAIL bad.data: cannot read the file: malformed .data file: line 4: mem byte 'zz' is not a hex number "
+        "('zz')", "0 passed, 1 failed"]
+
+
+def test_datafile_error_is_a_bpferror_with_the_line():
+    from bpfjit import BPFError, DataFileError
+    from bpfjit.datafile import parse
+    with pytest.raises(DataFileError) as exc:
+        parse("-- asm\nexit\n-- result\n0xq\n")
+    assert isinstance(exc.value, BPFError) and exc.value.line_no == 4 and exc.value.line == "0xq"
+
+
+# ------------------------------------------------------------------------------------------- logging
+def test_verbose_shows_the_library_log(tmp_path, write, capsys):
+    import logging
+
+    write("ok.data", DATA_FILES["ok.data"])
+    assert cli.main(["-vv", "conformance", str(tmp_path), "--engine", "interp"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "1 passed, 0 failed\n"
+    assert "bpfjit: DEBUG bpfjit.conformance: ok.data (interp): pass" in err
+    assert logging.getLogger("bpfjit").level == logging.NOTSET                # restored after the command
+    assert cli.main(["conformance", str(tmp_path), "--engine", "interp"]) == 0
+    assert capsys.readouterr() == ("1 passed, 0 failed\n", "")                  # silent without -v

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
+
+from ..log import get_logger
+
+if TYPE_CHECKING:
+    from ..program import Program
+
+_log = get_logger(__name__)
 
 # Argument types (the kernel's bpf_arg_type names, shortened), for prototypes and the verifier.
 ARG_TYPES = ("anything", "const_map_ptr", "ptr_to_map_key", "ptr_to_map_value", "ptr_to_ctx",
              "ptr_to_mem", "ptr_to_uninit_mem", "const_size", "const_size_or_zero", "ptr_to_stack")
 RET_TYPES = ("integer", "void", "map_value_or_null", "mem_or_null")
+HelperFn = TypeVar("HelperFn", bound=Callable[..., int])
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class Helper:
     native: str | None = None      # name of the JIT's native implementation, if any
     btf_id: int | None = None      # set for helpers callable with call src=2
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 0 <= self.id < 1 << 31:
             raise ValueError(f"helper {self.name}: id {self.id} is outside 0..2**31-1")
         for a in self.args:
@@ -56,7 +64,7 @@ class TailCall(Exception):
     r1 = ctx, r2 = 0 and a fresh frame; never returns to the caller. The JIT does the same natively
     (state.TAILCALL) through the trampoline in bpf_run."""
 
-    def __init__(self, program, ctx: int):
+    def __init__(self, program: Program, ctx: int):
         super().__init__(program, ctx)
         self.program = program
         self.ctx = ctx
@@ -65,7 +73,7 @@ class TailCall(Exception):
 class HelperRegistry:
     """id -> Helper, plus name and BTF-id lookups. Thread-safe registration."""
 
-    def __init__(self, helpers=()):
+    def __init__(self, helpers: Iterable[Helper] = ()):
         self._by_id: dict[int, Helper] = {}
         self._by_btf: dict[int, Helper] = {}
         self._lock = threading.Lock()
@@ -75,17 +83,21 @@ class HelperRegistry:
 
     def register(self, helper: Helper, replace: bool = False) -> Helper:
         with self._lock:
-            if helper.id in self._by_id and not replace:
-                raise ValueError(f"helper id {helper.id} is already registered ({self._by_id[helper.id].name})")
+            old = self._by_id.get(helper.id)
+            if old is not None and not replace:
+                raise ValueError(f"helper id {helper.id} is already registered ({old.name})")
+            if old is not None:
+                _log.info("helper %d: %s replaces %s", helper.id, helper.name, old.name)
             self._by_id[helper.id] = helper
             if helper.btf_id is not None:
                 self._by_btf[helper.btf_id] = helper
             self.version += 1
         return helper
 
-    def helper(self, id: int, name: str | None = None, args=(), ret="integer", gpl_only=False, btf_id=None):
+    def helper(self, id: int, name: str | None = None, args: Iterable[str] = (), ret: str = "integer",
+               gpl_only: bool = False, btf_id: int | None = None) -> Callable[[HelperFn], HelperFn]:
         """Decorator: register a Python function as helper `id`."""
-        def deco(fn):
+        def deco(fn: HelperFn) -> HelperFn:
             self.register(Helper(id, name or fn.__name__, fn, tuple(args), ret, gpl_only, btf_id=btf_id),
                           replace=True)
             return fn
@@ -109,7 +121,7 @@ class HelperRegistry:
     def copy(self) -> "HelperRegistry":
         return HelperRegistry(self._by_id.values())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Helper]:
         return iter(sorted(self._by_id.values(), key=lambda h: h.id))
 
     def __contains__(self, id: int) -> bool:
