@@ -6,6 +6,7 @@ Public API: `Program` (load from bytes/asm/ELF), `Config`, `VM` (program + engin
 from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, RuntimeFault, VerifierError
 from .program import Config, Program
 from .vm import ENGINES, VM, run
+from .elf import ObjectFile
 
 __version__ = "0.1.0"
 
@@ -22,3 +23,4 @@ def disassemble(prog) -> str:
 
 __all__ = ["AssemblerError", "BPFError", "ConfigError", "ELFError", "LoadError", "RuntimeFault", "VerifierError", "Config", "Program",
            "ENGINES", "VM", "run", "assemble", "disassemble", "__version__"]
+__all__ += ["ObjectFile"]

@@ -32,6 +32,7 @@ BPF_F_MMAPABLE = 1 << 10
 LEGACY_LAYOUTS = {20: ("bpf_map_def", None), 28: ("bpf_map_def (samples/bpf)", None),
                   36: ("bpf_elf_map (iproute2)", 24)}
 DATA_PREFIXES = (".data", ".rodata", ".bss")
+MAX_MAP_BYTES = 1 << 28     # a map whose keys and values would need more is refused (a corrupt definition)
 
 
 def map_type_name(num: int) -> str:
@@ -170,6 +171,11 @@ def create_map(spec: MapSpec, runtime):
     if spec.type not in MAP_CLASSES:
         raise LoadError(f"map {spec.name!r}: map type {spec.type!r} is not supported by this runtime "
                         f"(supported: {', '.join(MAP_CLASSES)})")
+    need = (spec.key_size + spec.value_size) * spec.max_entries
+    if spec.key_size <= 0 or spec.value_size <= 0 or spec.max_entries <= 0 or need > MAX_MAP_BYTES:
+        raise LoadError(f"map {spec.name!r} ({spec.type}): key_size {spec.key_size}, value_size {spec.value_size}, "
+                        f"max_entries {spec.max_entries} is not a map this runtime creates (sizes must be positive, "
+                        f"at most {MAX_MAP_BYTES >> 20} MiB in all)")
     if spec.type == "prog_array":
         return ProgArrayMap(spec.max_entries, runtime, name=spec.name)
     kw = {"name": spec.name}

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from .. import isa
 from ..errors import BPFError, ELFError, LoadError
 from . import btf as B
-from .maps import DATA_PREFIXES, MapSpec, btf_map_def, create_map, data_map_spec, legacy_def_size, legacy_map_def
+from .maps import (DATA_PREFIXES, MAX_MAP_BYTES, MapSpec, btf_map_def, create_map, data_map_spec, legacy_def_size,
+                   legacy_map_def)
 from .reader import (SHN_LORESERVE, SHN_UNDEF, SHT_NOBITS, SHT_PROGBITS, STB_LOCAL, STT_FUNC, STT_NOTYPE,
                      STT_OBJECT, STT_SECTION, ElfImage)
-from .relocate import CALL, LDDW, PSEUDO_CALL, CodeSection, Func, LinkError, Ref, apply_refs, check_reloc_slot, \
-    link
+from .relocate import CALL, PSEUDO_CALL, CodeSection, Func, LinkError, Ref, apply_refs, check_reloc_slot, link
 from .sections import prog_type_of
 
 UNSPEC = "unspec"
@@ -143,7 +143,7 @@ class ObjectFile:
                 continue
             if not any(s.name == p or s.name.startswith(p + ".") for p in DATA_PREFIXES):
                 continue
-            if s.size > 1 << 30:
+            if s.size > MAX_MAP_BYTES:
                 raise ELFError(f"global data section of {s.size} bytes is too large", s.name, 0)
             self.maps[s.name] = data_map_spec(s.name, s.data, s.size, s.name)
             self._data_sections[s.index] = s.name

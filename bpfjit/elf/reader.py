@@ -145,6 +145,7 @@ class ElfImage:
         if not 0 < st.link < len(self.sections):
             raise ELFError(f"symbol table links to string table #{st.link}, which does not exist", st.name, 0)
         self.symtab = st
+        self._sym_cache: dict[int, tuple] = {}
         self.symbols = np.frombuffer(st.data, dtype=SYM_DTYPE)
         self._strtab = self.sections[st.link].data
         bad = np.nonzero(self.symbols["name"] >= max(len(self._strtab), 1))[0]
@@ -162,9 +163,13 @@ class ElfImage:
 
     def sym(self, i: int) -> tuple[str, int, int, int, int, int]:
         """(name, type, bind, shndx, value, size) of symbol i."""
-        s = self.symbols[i]
-        info = int(s["info"])
-        return self.sym_name(i), info & 0xF, info >> 4, int(s["shndx"]), int(s["value"]), int(s["size"])
+        hit = self._sym_cache.get(i)
+        if hit is None:
+            s = self.symbols[i]
+            info = int(s["info"])
+            hit = self._sym_cache[i] = (self.sym_name(i), info & 0xF, info >> 4, int(s["shndx"]), int(s["value"]),
+                                        int(s["size"]))
+        return hit
 
     # ---- relocations ----
     def _parse_relocations(self) -> None:
