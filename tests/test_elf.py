@@ -81,7 +81,7 @@ def test_kprobe_btf_hash_map_counting(engine):
 def test_global_data_sections(engine):
     obj, loaded = load("globals.o")
     assert set(obj.maps) == {".data", ".rodata", ".bss"}
-    assert obj.maps[".rodata"].data == (3).to_bytes(8, "little") + b"hi there"
+    assert obj.maps[".rodata"].data[:16] == (3).to_bytes(8, "little") + b"hi there"
     assert obj.maps[".bss"].data is None and obj.maps[".bss"].value_size == 36
     rt = loaded.runtime
     acc = VM(loaded.programs["accumulate"], engine, runtime=rt)
@@ -93,6 +93,27 @@ def test_global_data_sections(engine):
     assert list(bss[:32].view(np.uint64)) == [5, 7, 0, 0] and bss[32:36].view(np.uint32)[0] == 2
     assert VM(loaded.programs["read_total"], engine, runtime=rt).run(pt_regs(), readonly=True) == 136
     assert loaded.maps[".rodata"].frozen
+
+
+def test_trace_printk_format_in_rodata(engine):
+    _, loaded = load("globals.o", programs=["say_hi"])
+    loaded.runtime.trace_lines()
+    assert loaded.runtime.kprobe(loaded.programs["say_hi"], engine).fire(pt_regs(di=7)) == 0
+    assert [line.split("bpf_trace_printk: ")[1] for line in loaded.runtime.trace_lines()] == ["hi 7"]
+
+
+def test_map_in_map_parsed_and_refused_at_load(engine):
+    obj = ObjectFile.open(FIX / "map_in_map.o")
+    outer = obj.maps["outer"]
+    assert (outer.type, outer.key_size, outer.value_size, outer.max_entries) == ("array_of_maps", 4, 4, 2)
+    assert (outer.inner.type, outer.inner.key_size, outer.inner.value_size, outer.inner.max_entries) == \
+        ("array", 4, 4, 4)
+    assert outer.values == {0: "inner_b", 1: "inner_a"}
+    with pytest.raises(LoadError, match="'outer'.*'array_of_maps' is not supported"):
+        obj.load()
+    loaded = obj.load(programs=["use_inner_a"])
+    assert loaded.runtime.kprobe(loaded.programs["use_inner_a"], engine).fire(pt_regs()) == 4
+    assert loaded.maps["inner_a"][1] == 3
 
 
 def _rodata_store_object(store: bool) -> bytes:
@@ -342,3 +363,68 @@ def test_top_level_export():
 def test_malformed_structure_is_elf_error():
     with pytest.raises(ELFError):
         ObjectFile.open(b"not an elf at all" * 8)
+
+
+# ------------------------------------------------------------------------------------ fixtures vs clang
+def _clang():
+    import os
+    import shutil
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None or not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        if os.environ.get("CI"):
+            pytest.fail("clang and libbpf-dev are required in CI (apt install clang-19 libbpf-dev)")
+        pytest.skip("clang or libbpf-dev (bpf_helpers.h) not installed: cannot rebuild the ELF fixtures")
+    return clang
+
+
+@pytest.mark.parametrize("source", sorted(p.name for p in FIX.glob("*.c")))
+def test_committed_fixture_matches_its_source(source, tmp_path):
+    """The committed .o is what clang builds from the committed .c (same programs and maps; the code may
+    differ between clang releases)."""
+    import platform
+    import subprocess
+    clang = _clang()
+    out = tmp_path / "x.o"
+    arch = f"/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run([clang, "-O2", "-target", "bpf", "-g", f"-I{arch}", "-c", str(FIX / source), "-o", str(out)],
+                   check=True, capture_output=True)
+    fresh, committed = ObjectFile.open(out), ObjectFile.open(FIX / source.replace(".c", ".o"))
+    assert {n: (p.section, p.prog_type, p.maps) for n, p in fresh.programs.items()} == \
+        {n: (p.section, p.prog_type, p.maps) for n, p in committed.programs.items()}
+    assert {n: repr(m) for n, m in fresh.maps.items()} == {n: repr(m) for n, m in committed.maps.items()}
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _cli(capsys, *argv):
+    from bpfjit.cli import main
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_inspect(capsys):
+    rc, out, _ = _cli(capsys, "inspect", FIX / "tailcall.o")
+    assert rc == 0
+    assert "dispatch" in out and "kprobe/dispatch" in out and "jump_table" in out and "prog_array" in out
+    rc, _, err = _cli(capsys, "inspect", FIX / "calls.c")
+    assert rc == 1 and "not an ELF object" in err
+
+
+@pytest.mark.parametrize("engine_name", ["interp", "jit"])
+def test_cli_run_elf(capsys, engine_name):
+    rc, out, _ = _cli(capsys, "run", FIX / "calls.o", "--program", "prog_a", "--engine", engine_name)
+    assert (rc, out) == (0, "0xa (10)\n")
+    rc, out, _ = _cli(capsys, "run", FIX / "legacy.o", "--program", "kprobe/sys_read", "--engine", engine_name)
+    assert (rc, out) == (0, "0x1 (1)\n")
+    rc, _, err = _cli(capsys, "run", FIX / "calls.o", "--engine", engine_name)
+    assert rc == 1 and "choose one with --program (prog_a, prog_b)" in err
+    rc, _, err = _cli(capsys, "run", FIX / "socket.o", "--program", "count_protocols")
+    assert rc == 1 and "'socket_filter' is not supported" in err
+
+
+def test_cli_disasm_elf(capsys):
+    rc, out, _ = _cli(capsys, "disasm", FIX / "kprobe_btf.o", "--program", "handle_open")
+    assert rc == 0 and out.startswith("; program handle_open (section kprobe/do_sys_open, type kprobe, 23 ")
+    assert "map counts" in out and "call 1" in out.replace("call map_lookup_elem", "call 1")
+    rc, out, _ = _cli(capsys, "disasm", FIX / "calls.o", "--program", "prog_b", "--ir")
+    assert rc == 0 and "define" in out

@@ -26,3 +26,10 @@ int read_total(void *ctx)
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("kprobe/say")
+int say_hi(void *ctx)
+{
+	bpf_printk("hi %d", (int)((__u64 *)ctx)[14]);	/* format string in .rodata.str1.1 */
+	return 0;
+}
