@@ -171,13 +171,17 @@ def create_map(spec: MapSpec, runtime):
     if spec.type not in MAP_CLASSES:
         raise LoadError(f"map {spec.name!r}: map type {spec.type!r} is not supported by this runtime "
                         f"(supported: {', '.join(MAP_CLASSES)})")
-    need = (spec.key_size + spec.value_size) * spec.max_entries
-    if spec.key_size <= 0 or spec.value_size <= 0 or spec.max_entries <= 0 or need > MAX_MAP_BYTES:
+    need = max(spec.key_size + spec.value_size, 1) * spec.max_entries
+    zero_ok = spec.type == "perf_event_array"          # libbpf: max_entries 0 = one per cpu
+    if spec.max_entries < (0 if zero_ok else 1) or need > MAX_MAP_BYTES:
         raise LoadError(f"map {spec.name!r} ({spec.type}): key_size {spec.key_size}, value_size {spec.value_size}, "
-                        f"max_entries {spec.max_entries} is not a map this runtime creates (sizes must be positive, "
-                        f"at most {MAX_MAP_BYTES >> 20} MiB in all)")
+                        f"max_entries {spec.max_entries} is not a map this runtime creates (max_entries must be "
+                        f"positive, at most {MAX_MAP_BYTES >> 20} MiB in all)")
     if spec.type == "prog_array":
         return ProgArrayMap(spec.max_entries, runtime, name=spec.name)
+    if spec.type == "perf_event_array" and spec.max_entries == 0:
+        from ..maps import PerfEventArrayMap
+        return PerfEventArrayMap(None, name=spec.name)
     kw = {"name": spec.name}
     if issubclass(MAP_CLASSES[spec.type], KeyValueMap):
         kw["flags"] = spec.flags
@@ -187,7 +191,7 @@ def create_map(spec: MapSpec, runtime):
             kw["value_type"] = spec.value_dtype
     try:
         m = _create(spec.type, spec.key_size, spec.value_size, spec.max_entries, **kw)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OverflowError, MemoryError) as e:
         raise LoadError(f"map {spec.name!r} ({spec.type}): {e}") from None
     if spec.kind == "data":
         if spec.data:
