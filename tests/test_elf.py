@@ -458,3 +458,22 @@ def test_cli_disasm_elf(capsys):
     assert "map counts" in out and "call 1" in out.replace("call map_lookup_elem", "call 1")
     rc, out, _ = _cli(capsys, "disasm", FIX / "calls.o", "--program", "prog_b", "--ir")
     assert rc == 0 and "define" in out
+
+
+def test_legacy_map_defs_of_one_custom_size_without_btf(engine):
+    """Two 40-byte definitions (a private struct with extra fields) and no BTF: one map per symbol."""
+    defs = elfgen.legacy_map_def(2, 4, 8, 3) + bytes(20) + elfgen.legacy_map_def(1, 4, 4, 7) + bytes(20)
+    o = Obj()
+    o.sections.append(Sec("maps", defs, flags=SHF_ALLOC | SHF_WRITE))
+    o.symbols += [Sym("a", "maps", 0, 40, STT_OBJECT), Sym("b", "maps", 40, 40, STT_OBJECT)]
+    body = [I(0x18, 1, 0, 0, 0), I(0, 0, 0, 0, 0), I(0xB7, 0, 0, 0, 6), I(0x95, 0, 0, 0, 0)]
+    o.code("kprobe/k", body)
+    o.symbols.append(Sym("k", "kprobe/k", 0, 32))
+    o.relocs.append(Rel("kprobe/k", 0, "b"))
+    o.sections.append(Sec("license", b"GPL\0", flags=SHF_ALLOC | SHF_WRITE))
+    obj = ObjectFile.open(o.build())
+    assert {n: (m.type, m.value_size, m.max_entries) for n, m in obj.maps.items()} == \
+        {"a": ("array", 8, 3), "b": ("hash", 4, 7)}
+    loaded = obj.load()
+    assert list(loaded.maps) == ["b"]
+    assert loaded.runtime.kprobe(loaded.programs["k"], engine).fire(pt_regs()) == 6

@@ -139,10 +139,13 @@ def legacy_map_def(name: str, raw: bytes, section: str, offset: int) -> MapSpec:
 
 
 def legacy_def_size(sec_size: int, syms: list[tuple[str, int, int]], btf: B.Btf | None) -> dict[str, int]:
-    """Bytes per definition for each symbol (name, value, size) of a legacy maps section: its BTF array
-    element size when BTF describes the variable, else its symbol size, else section size / symbol count."""
+    """Bytes per definition for each symbol (name, value, size) of a legacy maps section: its BTF (array
+    element) size when BTF describes the variable; else the common size when every symbol has section size /
+    symbol count bytes (libbpf's rule); else its symbol size, where a multiple of 20 that is no known layout
+    is an array of 20-byte bpf_map_defs; symbols of size 0 get section size / symbol count."""
     out = {}
     even = sec_size // len(syms) if syms else 0
+    uniform = bool(syms) and all(size == even for _, _, size in syms) and even * len(syms) == sec_size
     for name, _value, size in syms:
         per = 0
         var = btf.find(name, B.VAR) if btf is not None else None
@@ -152,6 +155,8 @@ def legacy_def_size(sec_size: int, syms: list[tuple[str, int, int]], btf: B.Btf 
                 per = btf.size(t.extra[0])
             elif t is not None:
                 per = btf.size(t.id)
+        if not per and uniform:
+            per = even                  # one definition per symbol, all of one size (libbpf's rule)
         if not per:
             per = size if size and (size in LEGACY_LAYOUTS or size % 20) else (20 if size else even)
         out[name] = per
