@@ -182,6 +182,12 @@ def test_bpf_to_bpf_calls(engine):
     assert a.fire(pt_regs(di=4)) == 1 + 4 + 9 + 16 + (1 + 2 + 3 + 4)
     assert a.fire(pt_regs(di=0)) == 10
     assert b.fire(pt_regs(si=4)) == 4 + 10 + 20 + 4
+    assert obj.programs["prog_c"].subprograms == ["record", "square"]
+    assert obj.programs["prog_c"].maps == ["sums", ".bss"]       # relocations of the subprogram
+    c = rt.kprobe(loaded.programs["prog_c"], engine)
+    assert c.fire(pt_regs(di=3)) == 9 and c.fire(pt_regs(di=2)) == 13
+    assert [int(loaded.maps["sums"][i]) for i in (0, 1)] == [13, 5]
+    assert loaded.maps[".bss"].values[0].view(np.uint64)[0] == 4
 
 
 def test_tail_calls_through_prog_array_values(engine):
@@ -447,7 +453,7 @@ def test_cli_run_elf(capsys, engine_name):
     rc, out, _ = _cli(capsys, "run", FIX / "legacy.o", "--program", "kprobe/sys_read", "--engine", engine_name)
     assert (rc, out) == (0, "0x1 (1)\n")
     rc, _, err = _cli(capsys, "run", FIX / "calls.o", "--engine", engine_name)
-    assert rc == 1 and "choose one with --program (prog_a, prog_b)" in err
+    assert rc == 1 and "choose one with --program (prog_a, prog_b, prog_c)" in err
     rc, _, err = _cli(capsys, "run", FIX / "socket.o", "--program", "count_protocols")
     assert rc == 1 and "'socket_filter' is not supported" in err
 

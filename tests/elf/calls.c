@@ -38,3 +38,33 @@ int prog_b(void *ctx)
 }
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* a subprogram touching a map and global data: its relocations move with it into each caller */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} sums SEC(".maps");
+
+__u64 calls_made;
+
+static __attribute__((noinline)) int record(__u32 slot, __u64 v)
+{
+	__u64 *p = bpf_map_lookup_elem(&sums, &slot);
+
+	calls_made++;
+	if (!p)
+		return -1;
+	*p += v;
+	return (int)*p;
+}
+
+SEC("kprobe/calls_c")
+int prog_c(void *ctx)
+{
+	__u64 v = ((__u64 *)ctx)[14];
+
+	record(1, v);
+	return record(0, square(v));
+}
