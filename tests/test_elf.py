@@ -483,3 +483,18 @@ def test_legacy_map_defs_of_one_custom_size_without_btf(engine):
     loaded = obj.load()
     assert list(loaded.maps) == ["b"]
     assert loaded.runtime.kprobe(loaded.programs["k"], engine).fire(pt_regs()) == 6
+
+
+def test_core_object_runs_with_compiled_offsets(engine):
+    """BPF_CORE_READ (CO-RE field relocations in .BTF.ext, not applied): the task structs clang saw are the
+    ones in memory, so the compiled offsets are right. Task memory lives in an array map the runtime knows
+    (probe_read_kernel reads only accessible regions)."""
+    from bpfjit.maps import ArrayMap
+    rt = Runtime()
+    tasks = ArrayMap(4, 32, 1)
+    rt.add_map(tasks, "tasks")
+    loaded = ObjectFile.open(FIX / "core_read.o").load(runtime=rt)
+    v, base = tasks.values[0], tasks.direct_value_addr(0)
+    v[:16].view(np.int32)[1] = 777                     # parent: pid 0, tgid 777
+    v[16:32].view(np.uint64)[1] = base                  # child: real_parent = &parent
+    assert rt.kprobe(loaded.programs["parent_tgid"], engine).fire(pt_regs(di=base + 16)) == 777
