@@ -17,7 +17,8 @@ from bpfjit.runtime import Runtime
 FIX = Path(__file__).resolve().parent / "elf"
 sys.path.insert(0, str(FIX))
 import elfgen  # noqa: E402
-from elfgen import R_BPF_64_32, SHF_ALLOC, SHF_WRITE, SHT_NOBITS, STT_OBJECT, STT_SECTION, Obj, Rel, Sec, Sym  # noqa: E402
+from elfgen import (R_BPF_64_32, SHF_ALLOC, SHF_WRITE, SHT_NOBITS, STT_OBJECT, STT_SECTION, Obj, Rel, Sec,  # noqa: E402
+                    Sym)
 
 I = isa.Insn
 
