@@ -337,12 +337,8 @@ class ObjectFile:
                                 None, "prog_type")
         # maps: those the programs use, plus prog_array/map-in-map maps whose values name them
         wanted = list(dict.fromkeys(m for spec in specs for m in spec.maps))
-        live = {}
-        fds = {}
-        for mname in wanted:
-            m = create_map(self.maps[mname], rt)
-            live[mname] = m
-            fds[mname] = rt.add_map(m, mname)
+        live = {mname: create_map(self.maps[mname], rt) for mname in wanted}    # all or none are registered
+        fds = {mname: rt.add_map(m, mname) for mname, m in live.items()}
         loaded = {}
         for spec in specs:
             loaded[spec.name] = self._build(spec, fds, rt, config, Program)
