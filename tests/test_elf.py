@@ -499,3 +499,18 @@ def test_core_object_runs_with_compiled_offsets(engine):
     v[:16].view(np.int32)[1] = 777                     # parent: pid 0, tgid 777
     v[16:32].view(np.uint64)[1] = base                  # child: real_parent = &parent
     assert rt.kprobe(loaded.programs["parent_tgid"], engine).fire(pt_regs(di=base + 16)) == 777
+
+
+def test_iproute2_tail_call_sections(engine):
+    """Sections "ID/KEY" fill slot KEY of the prog_array with bpf_elf_map id ID and take the object's
+    program type; run here as raw programs (skb->len is the first u32 of mem)."""
+    obj = ObjectFile.open(FIX / "iproute2_tail.o")
+    assert [p.prog_type for p in obj.programs.values()] == ["sched_cls"] * 3
+    assert obj.maps["jmp_map"].elf_id == 1 and obj.maps["jmp_map"].values == {0: "tail_zero", 2: "tail_two"}
+    with pytest.raises(LoadError, match="'sched_cls'"):
+        obj.load()
+    obj = ObjectFile.open(FIX / "iproute2_tail.o", prog_types={"classifier": "raw"})
+    assert [p.prog_type for p in obj.programs.values()] == ["raw"] * 3
+    loaded = obj.load()
+    vm = VM(loaded.programs["cls_entry"], engine, runtime=loaded.runtime)
+    assert [vm.run(n.to_bytes(4, "little")) for n in range(4)] == [10, 99, 12, 99]

@@ -28,9 +28,9 @@ MAP_TYPE_NAMES = ("unspec", "hash", "array", "prog_array", "perf_event_array", "
 MAP_IN_MAP = ("array_of_maps", "hash_of_maps")
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_F_MMAPABLE = 1 << 10
-# legacy map definition layouts: size -> (name, offset of pinning or None)
-LEGACY_LAYOUTS = {20: ("bpf_map_def", None), 28: ("bpf_map_def (samples/bpf)", None),
-                  36: ("bpf_elf_map (iproute2)", 24)}
+# legacy map definition layouts: size -> (name, offset of pinning or None, offset of the iproute2 id or None)
+LEGACY_LAYOUTS = {20: ("bpf_map_def", None, None), 28: ("bpf_map_def (samples/bpf)", None, None),
+                  36: ("bpf_elf_map (iproute2)", 24, 20)}
 DATA_PREFIXES = (".data", ".rodata", ".bss")
 MAX_MAP_BYTES = 1 << 28     # a map whose keys and values would need more is refused (a corrupt definition)
 
@@ -59,6 +59,7 @@ class MapSpec:
     value_dtype: object = None
     data: bytes | None = None             # initial contents of a global data section
     kind: str = "map"                     # "map" or "data" (.data/.rodata/.bss)
+    elf_id: int = 0                       # iproute2 bpf_elf_map.id (tail-call sections "ID/KEY" name it)
 
     def __repr__(self) -> str:
         extra = f" inner={self.inner.type}" if self.inner else ""
@@ -135,7 +136,9 @@ def legacy_map_def(name: str, raw: bytes, section: str, offset: int) -> MapSpec:
     mtype, ks, vs, n, flags = struct.unpack_from("<5I", raw, 0)
     layout = LEGACY_LAYOUTS.get(len(raw))
     pin = struct.unpack_from("<I", raw, layout[1])[0] if layout and layout[1] is not None else 0
-    return MapSpec(name, map_type_name(mtype), ks, vs, n, flags, pinning=pin, section=section, offset=offset)
+    elf_id = struct.unpack_from("<I", raw, layout[2])[0] if layout and layout[2] is not None else 0
+    return MapSpec(name, map_type_name(mtype), ks, vs, n, flags, pinning=pin, section=section, offset=offset,
+                   elf_id=elf_id)
 
 
 def legacy_def_size(sec_size: int, syms: list[tuple[str, int, int]], btf: B.Btf | None) -> dict[str, int]:

@@ -15,6 +15,7 @@ helpers, license and kern_version, and fills prog_array `values`. Instruction se
 from __future__ import annotations
 
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from .relocate import CALL, PSEUDO_CALL, CodeSection, Func, LinkError, Ref, appl
 from .sections import prog_type_of
 
 UNSPEC = "unspec"
+IPROUTE2_TAIL = re.compile(r"(\d+)/(\d+)")
 
 
 @dataclass(eq=False)
@@ -309,6 +311,23 @@ class ObjectFile:
                 if f.name in self.programs:
                     raise ELFError(f"two programs named {f.name!r}", sec.name, f.start * 8)
                 self.programs[f.name] = spec
+        self._iproute2_tail_calls(overrides)
+
+    def _iproute2_tail_calls(self, overrides: dict) -> None:
+        """iproute2's convention: a program in section "ID/KEY" goes into slot KEY of the prog_array whose
+        bpf_elf_map id is ID, and has the type of the object's other programs (tc loads them all as one)."""
+        tails = [(p, IPROUTE2_TAIL.fullmatch(p.section)) for p in self.programs.values()]
+        tails = [(p, int(m[1]), int(m[2])) for p, m in tails if m]
+        if not tails:
+            return
+        main = next((p.prog_type for p in self.programs.values() if p.prog_type != UNSPEC), UNSPEC)
+        arrays = {m.elf_id: m for m in self.maps.values() if m.type == "prog_array" and m.elf_id}
+        for spec, map_id, key in tails:
+            if spec.prog_type == UNSPEC and spec.name not in overrides and spec.section not in overrides:
+                spec.prog_type = main
+            target = arrays.get(map_id)
+            if target is not None and key < target.max_entries:
+                target.values.setdefault(key, spec.name)
 
     # ------------------------------------------------------------------ load
     def load(self, runtime=None, config=None, programs=None) -> LoadedObject:
