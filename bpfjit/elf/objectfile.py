@@ -276,9 +276,9 @@ class ObjectFile:
         off = value + imm
         if shndx in self._data_sections:
             return Ref("data", self._data_sections[shndx], off)
-        hit = self._map_at.get((shndx, off if stype == STT_SECTION else value))
+        hit = self._map_at.get((shndx, off))          # &maps[1]: the symbol + the imm clang wrote
         if hit is None and stype != STT_SECTION:
-            hit = self._map_at.get((shndx, off))
+            hit = self._map_at.get((shndx, value))
         if hit is not None:
             return Ref("map", hit[0])
         if shndx in code:
