@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test bench fuzz clean fixtures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,3 +26,6 @@ fuzz: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .benchmarks
+
+fixtures:        # rebuild tests/elf/*.o from their C sources (needs clang and libbpf-dev)
+	$(MAKE) -C tests/elf -B

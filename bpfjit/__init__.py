@@ -10,6 +10,7 @@ Programs and engines
     run              one-shot: run(program_or_text, mem, engine)
     assemble         assembly text -> Program (helpers=registry for `call NAME`, maps=... for `map(NAME)`)
     disassemble      Program or slots -> assembly text (helpers=registry prints `call NAME`)
+    ObjectFile       clang-built BPF ELF objects: ObjectFile.open(path).load() (docs/elf.md)
 
 Runtime, helpers and program types
     Runtime          maps by name/fd, kernel helpers, tail calls, kprobe runs, trace buffer, events
@@ -39,6 +40,7 @@ from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, 
 from .helpers.registry import Helper, HelperContext, HelperRegistry, default_registry
 from .program import Config, Program
 from .vm import ENGINES, VM, run
+
 
 def _version() -> str:
     """The installed distribution's version (pyproject.toml is the one place it is written)."""
@@ -79,6 +81,7 @@ _LAZY = {
     "Runtime": "runtime",
     "pt_regs": "progtypes", "pt_regs_array": "progtypes", "PT_REGS": "progtypes",
     "DataFileError": "datafile",
+    "ObjectFile": "elf",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "MapError",
@@ -100,7 +103,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Program", "Config", "VM", "ENGINES", "run", "assemble", "disassemble",
+    "Program", "Config", "VM", "ENGINES", "run", "assemble", "disassemble", "ObjectFile",
     "Runtime", "HelperRegistry", "Helper", "HelperContext", "default_registry", "pt_regs", "pt_regs_array",
     "PT_REGS",
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",

@@ -1,10 +1,10 @@
-"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, conformance.
+"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, conformance, inspect.
 
 Lives here: argument parsing, reading a program file in any of its formats (`read_program`: raw bytecode,
 hex text, assembly, bpf_conformance `.data`), mapping options onto `Config`, printing results, and turning
 every expected error into one line on stderr plus an exit code (`EXIT`). Nothing about executing or
-validating programs lives here (vm.py, program.py), nor the .data format (datafile.py) or the conformance
-verdicts (conformance.py).
+validating programs lives here (vm.py, program.py), nor the .data format (datafile.py), the conformance
+verdicts (conformance.py) or ELF objects (elf/: FILE starting with the ELF magic is loaded as an object).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, NoReturn,
 
 from . import __version__, datafile, isa
 from .asm import assemble_insns, disassemble
+from .elf import is_elf
 from .errors import AssemblerError, BPFError, LoadError, RuntimeFault
 from .isa import Insn
 from .log import LOGGER_NAME
@@ -97,10 +98,14 @@ def _data_file(text: str, name: str) -> Source:
     return Source("data", insns, df.mem if df.has_mem else None)
 
 
-def read_program(path: str) -> Source:
+def read_input(path: str) -> bytes:
+    return sys.stdin.buffer.read() if path == STDIN else Path(path).read_bytes()
+
+
+def read_program(path: str, data: bytes | None = None) -> Source:
     """Read FILE ("-" = stdin) and detect its format: .data (a `-- asm`/`-- raw` section), hex text (only hex
     bytes or 0x words, `#` comments allowed), assembly (any other text), else raw little-endian bytecode."""
-    data = sys.stdin.buffer.read() if path == STDIN else Path(path).read_bytes()
+    data = read_input(path) if data is None else data
     name = _display(path)
     text = _as_text(data)
     if text is None:
@@ -191,7 +196,10 @@ def _complete(insns: list[Insn]) -> list[Insn]:
 
 
 def cmd_disasm(args: argparse.Namespace) -> int:
-    insns = _complete(read_program(args.file).insns)
+    data = read_input(args.file)
+    if is_elf(data):
+        return _elf_disasm(args, data)
+    insns = _complete(read_program(args.file, data).insns)
     if args.ir or args.native:
         jit = cast("JITEngine", VM(Program(insns), "jit", config_of(args)).engine)
         text = jit.ir() if args.ir else jit.native_asm()
@@ -215,10 +223,101 @@ def _run_mem(args: argparse.Namespace, src: Source) -> bytes | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    src = read_program(args.file)
+    data = read_input(args.file)
+    if is_elf(data):
+        return _elf_run(args, data)
+    src = read_program(args.file, data)
     mem = _run_mem(args, src)
     r0 = VM(Program(src.insns), args.engine, config_of(args)).run(mem)
     print(format_r0(r0))
+    return EXIT["ok"]
+
+
+# ------------------------------------------------------------------------------------------ ELF input
+def _elf_object(args, data: bytes):
+    from .elf import ObjectFile
+    return ObjectFile(data, _display(args.file))
+
+
+def _elf_spec(args, obj):
+    """The program --program names (by function or section name), or the object's only program."""
+    name = getattr(args, "program", None)
+    if name is None:
+        if len(obj.programs) != 1:
+            raise UsageError(f"{_display(args.file)} has {len(obj.programs)} programs; choose one with --program "
+                             f"({', '.join(obj.programs) or 'none'})")
+        name = next(iter(obj.programs))
+    try:
+        return obj.programs[name]
+    except KeyError:
+        raise UsageError(f"{_display(args.file)} has no program {name!r} (programs: "
+                         f"{', '.join(obj.programs) or 'none'})") from None
+
+
+def _elf_load(args, obj, spec):
+    """Load one program in a runtime built for the object's kernel version (there is no running kernel to
+    match in a command-line run)."""
+    from .runtime import Runtime
+    config = config_of(args)
+    kv = {} if spec.kern_version is None else {"kern_version": spec.kern_version}
+    loaded = obj.load(Runtime(config=config, **kv), config, programs=[spec.name])
+    return loaded.programs[spec.name], loaded.runtime, config
+
+
+def _elf_run(args, data: bytes) -> int:
+    from .progtypes import prog_type
+    obj = _elf_object(args, data)
+    prog, rt, config = _elf_load(args, obj, _elf_spec(args, obj))
+    ptype = prog_type(prog.prog_type)
+    mem = _run_mem(args, Source("elf", []))
+    if mem is None and ptype.ctx_size:
+        mem = bytes(ptype.ctx_size)             # a zeroed context (e.g. pt_regs)
+    r0 = VM(prog, args.engine, config, runtime=rt).run(mem, readonly=ptype.ctx_readonly)
+    print(format_r0(r0))
+    return EXIT["ok"]
+
+
+def _elf_disasm(args, data: bytes) -> int:
+    obj = _elf_object(args, data)
+    if args.ir or args.native:
+        prog, rt, config = _elf_load(args, obj, _elf_spec(args, obj))
+        jit = VM(prog, "jit", config, runtime=rt).engine
+        text = jit.ir() if args.ir else jit.native_asm()
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        return EXIT["ok"]
+    specs = [_elf_spec(args, obj)] if args.program is not None else list(obj.programs.values())
+    for spec in specs:
+        print(f"; program {spec.name} (section {spec.section}, type {spec.prog_type}, {len(spec)} instructions)")
+        if spec.error is not None:
+            print(f"; cannot load: {spec.error}")
+        for pc, ref in spec.refs:
+            print(f"; instruction {pc}: {ref.kind} {ref.name}" + (f"+{ref.offset}" if ref.kind == "data" else ""))
+        text = disassemble(spec.insns)
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return EXIT["ok"]
+
+
+def cmd_inspect(args) -> int:
+    data = read_input(args.file)
+    if not is_elf(data):
+        raise UsageError(f"{_display(args.file)}: not an ELF object")
+    obj = _elf_object(args, data)
+    version = "none" if obj.kern_version is None else f"{obj.kern_version:#x}"
+    print(f"license {obj.license!r}, kern_version {version}")
+    print(f"programs ({len(obj.programs)}):")
+    for spec in obj.programs.values():
+        extra = f" calls {', '.join(spec.subprograms)}" if spec.subprograms else ""
+        extra += f" maps {', '.join(spec.maps)}" if spec.maps else ""
+        extra += f" [cannot load: {spec.error}]" if spec.error else ""
+        print(f"  {spec.name:24} {spec.section:28} {spec.prog_type:16} {len(spec):6} insns{extra}")
+    print(f"maps ({len(obj.maps)}):")
+    for m in obj.maps.values():
+        extra = f" flags {m.flags:#x}" if m.flags else ""
+        extra += f" pinning {m.pinning}" if m.pinning else ""
+        extra += f" inner {m.inner.type}" if m.inner else ""
+        extra += f" values {m.values}" if m.values else ""
+        print(f"  {m.name:24} {m.type:16} key {m.key_size:3} value {m.value_size:5} max_entries {m.max_entries}"
+              f"{extra}")
     return EXIT["ok"]
 
 
@@ -239,8 +338,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return EXIT["error"] if counts["fail"] else EXIT["ok"]
 
 
-_EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words), assembly or a bpf_conformance "
-           ".data file ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
+_EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words), assembly, a bpf_conformance "
+           ".data file or a BPF ELF object ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, "
+           "130 interrupted.")
 
 
 def _command(sub: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str,
@@ -269,7 +369,10 @@ def build_parser() -> ArgParser:
     view.add_argument("--native", action="store_true", help="the native assembly the JIT produces")
     _add_jit_options(p)
 
+    p.add_argument("--program", metavar="NAME", help="ELF input: the program to show (default: all)")
+
     p = _command(sub, "run", cmd_run, "run a program once and print r0 in hex and decimal")
+    p.add_argument("--program", metavar="NAME", help="ELF input: the program to run (function or section name)")
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--mem", metavar="HEX", help="input memory as hex bytes (default: a .data file's mem)")
     mem.add_argument("--mem-file", metavar="F", help="input memory read from file F")
@@ -279,6 +382,8 @@ def build_parser() -> ArgParser:
     p.add_argument("--limit", type=_non_negative, metavar="N",
                    help="instruction limit per run (0 = none; default 10000000)")
     _add_jit_options(p)
+
+    _command(sub, "inspect", cmd_inspect, "list the programs and maps of a BPF ELF object")
 
     p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
                  "format, CPU v4, all groups)", file_arg="dir")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..memory import PERM_RW, Region
+from ..memory import PERM_R, PERM_RW, Region
 from . import layout as L
 from .base import KeyValueMap, storage
 
@@ -32,6 +32,13 @@ class ArrayMap(KeyValueMap):
 
     def __len__(self) -> int:
         return self.max_entries
+
+    def freeze(self) -> None:
+        """Make the values read-only for programs (BPF_F_RDONLY_PROG, e.g. an object's .rodata): a store
+        through a value pointer faults "store" in both engines. Takes effect for VMs created afterwards;
+        Python writes through the map API stay possible."""
+        self._region.perms = PERM_R
+        self.frozen = True
 
     def direct_value_addr(self, off: int):
         """Address of element 0 + off if inside the value storage (lddw map_value), else None."""
