@@ -1,4 +1,4 @@
-"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, conformance.
+"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, verify, conformance.
 
 Lives here: argument parsing, reading a program file in any of its formats (`read_program`: raw bytecode,
 hex text, assembly, bpf_conformance `.data`), mapping options onto `Config`, printing results, and turning
@@ -229,6 +229,24 @@ def cmd_conformance(args) -> int:
     return EXIT["error"] if counts["fail"] else EXIT["ok"]
 
 
+def cmd_verify(args) -> int:
+    """Verify a program (the static verifier); prints the log when asked and the verdict."""
+    from .errors import VerifierError
+    from .verifier import verify
+    src = read_program(args.file)
+    prog = Program(src.insns, prog_type=args.prog_type)
+    prog.validate()
+    try:
+        res = verify(prog, mem_size=args.mem_size, log_level=args.log)
+    except VerifierError as e:
+        if args.log:
+            sys.stdout.write(e.log)
+        raise
+    sys.stdout.write(res.log)
+    print(f"verified: {res.insn_processed} insns processed")
+    return EXIT["ok"]
+
+
 _EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words), assembly or a bpf_conformance "
            ".data file ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, 130 interrupted.")
 
@@ -266,6 +284,14 @@ def build_parser() -> ArgParser:
     p.add_argument("--limit", type=_non_negative, metavar="N",
                    help="instruction limit per run (0 = none; default 10000000)")
     _add_jit_options(p)
+
+    p = _command(sub, "verify", cmd_verify, "verify a program statically (kernel-style verifier); exit 1 when "
+                 "refused")
+    p.add_argument("--log", type=int, choices=(0, 1, 2), default=0, metavar="0|1|2",
+                   help="1: the failing path, 2: every instruction with its register state")
+    p.add_argument("--mem-size", type=_non_negative, default=None, metavar="N",
+                   help="raw programs: r1 points to at least N bytes (r2 >= N)")
+    p.add_argument("--prog-type", default="raw", metavar="T", help="program type: raw (default) or kprobe")
 
     p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
                  "format, CPU v4, all groups)", file_arg="dir")

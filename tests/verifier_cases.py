@@ -97,6 +97,6 @@ def random_input(case_or_size, rng: np.random.Generator, ptype: str = "raw"):
     """A random input for a run: mem of at least mem_size bytes, or a pt_regs for kprobe programs."""
     if ptype == "kprobe":
         from bpfjit.progtypes import PT_REGS
-        return rng.integers(0, 256, PT_REGS.itemsize, dtype=np.uint8).view(PT_REGS)[0]
+        return rng.integers(0, 256, PT_REGS.itemsize, dtype=np.uint8).view(PT_REGS)
     n = int(case_or_size) + int(rng.integers(0, 8))
     return rng.integers(0, 256, n, dtype=np.uint8)

@@ -34,14 +34,17 @@ class VerifierResult:
 
 
 def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | None = None,
-           log_level: int = 0, allow_loops: bool | None = None, prog_type: str | None = None) -> VerifierResult:
+           log_level: int = 0, allow_loops: bool | None = None, prog_type: str | None = None,
+           insn_limit: int = INSN_LIMIT) -> VerifierResult:
     """Verify `program`; raise VerifierError(message, pc) with `.log` when it cannot be proven safe.
 
     runtime: resolves lddw map references (and gives the helper registry and kern_version);
     helpers: the HelperRegistry (default: the runtime's, else the built-in and map helpers);
     config: a Config (stack_size, max_call_depth; `allow_loops` when it has one, default True);
     mem_size: raw programs: r1 points to at least this many bytes and r2 >= it;
-    log_level: 0 none, 1 the failing path, 2 every instruction with its register state.
+    log_level: 0 none, 1 the failing path, 2 every instruction with its register state;
+    allow_loops, prog_type: override the config's / the program's; insn_limit: the processed-instruction
+    budget (the kernel's 1,000,000).
     """
     if allow_loops is None:
         allow_loops = getattr(config, "allow_loops", True)
@@ -49,7 +52,7 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
         from ..errors import ConfigError
         raise ConfigError(f"must be a non-negative int, not {mem_size!r}", "mem_size")
     v = Verifier(program, runtime=runtime, helpers=helpers, config=config, mem_size=mem_size,
-                 log_level=log_level, allow_loops=allow_loops, prog_type=prog_type)
+                 log_level=log_level, allow_loops=allow_loops, prog_type=prog_type, insn_limit=insn_limit)
     try:
         v.run()
     except VerifierError as e:
@@ -58,7 +61,7 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
         e.log = "\n".join(v.log) + "\n"
         e.insn_processed = v.processed
         raise
-    summary = (f"processed {v.processed} insns (limit {INSN_LIMIT}) max_states_per_insn {v.max_states} "
+    summary = (f"processed {v.processed} insns (limit {insn_limit}) max_states_per_insn {v.max_states} "
                f"total_states {v.total_states}")
     if log_level:
         v.log.append(summary)

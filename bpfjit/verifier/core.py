@@ -37,7 +37,7 @@ class Checkpoint:
 
 class Verifier:
     def __init__(self, program, runtime=None, helpers=None, config=None, mem_size=None, log_level=0,
-                 allow_loops=True, prog_type=None):
+                 allow_loops=True, prog_type=None, insn_limit=INSN_LIMIT):
         from ..program import DEFAULT_CONFIG
         self.program = program
         self.runtime = runtime
@@ -53,6 +53,7 @@ class Verifier:
         self.max_frames = self.config.max_call_depth
         self.insns = program.insns
         self.forms = program.forms
+        self.insn_limit = insn_limit
         self.log: list[str] = []
         self.processed = 0
         self.total_states = 0
@@ -173,7 +174,7 @@ class Verifier:
             if pc in prune and self._visited(pc, st):
                 return
             self.processed += 1
-            if self.processed > INSN_LIMIT:
+            if self.processed > self.insn_limit:
                 raise err(f"BPF program is too large. Processed {self.processed} insn", pc)
             if trail:
                 st.trail = (pc, st.trail)
@@ -181,7 +182,12 @@ class Verifier:
             ins = insns[pc]
             before = list(st.cur.regs) if log2 else None
             depth_before = len(st.frames)
-            nxt = self._step(pc, f, ins, st, pending)
+            try:
+                nxt = self._step(pc, f, ins, st, pending)
+            except VerifierError:
+                if log2:
+                    self.log.append(f"{pc}: ({ins.opcode:02x}) {disasm(self.program, pc, self.helpers)}")
+                raise
             if log2:
                 self._log_insn(pc, st, before, depth_before)
             if nxt < 0:
@@ -194,8 +200,9 @@ class Verifier:
         if len(st.frames) == depth_before:
             regs = st.cur.regs
             changed = [r for r in range(11) if regs[r] is not before[r]]
-            if changed:
-                line += " ; " + fmt_regs(st.cur, only=changed, written=changed)
+            text = fmt_regs(st.cur, only=changed, written=changed) if changed else ""
+            if text:
+                line += " ; " + text
         else:
             line += " ; " + fmt_state(st)
         self.log.append(line)
