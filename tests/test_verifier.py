@@ -6,12 +6,13 @@ a bug)."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bpfjit import VM, Program
-from bpfjit.errors import RuntimeFault, VerifierError
+from bpfjit import VM, Program, datafile
+from bpfjit.errors import BPFError, RuntimeFault, VerifierError
 from bpfjit.isa import Insn, form_of
 from bpfjit.verifier import VerifierResult, verify
 from bpfjit.verifier import scalar as S
@@ -302,6 +303,34 @@ def test_differential_edge_programs_accepted_never_fault(engine):
                                                               np.full(size, 0xFF, np.uint8)]
         _runs_clean(VM(prog, engine), prog, mems)
     assert accepted >= 40 and refused >= 40
+
+
+def _data_files():
+    from .conftest import shared_dir
+    files = sorted((Path(__file__).parent / "data").glob("*.data"))
+    shared = shared_dir()
+    if shared is not None:
+        files += sorted((shared / "conformance").rglob("*.data"))
+    return files
+
+
+def test_differential_data_files_accepted_never_fault(engine):
+    """Every .data program (ours, and the bpf_conformance suite when ../shared has it) the verifier accepts
+    with its mem's size runs without a fault."""
+    accepted = 0
+    for path in _data_files():
+        df = datafile.load(path)
+        try:
+            prog = Program.from_insns(datafile.insns_of(df))
+            verify(prog, mem_size=len(df.mem))
+        except BPFError:
+            continue
+        accepted += 1
+        try:
+            VM(prog, engine).run(df.mem or None)
+        except RuntimeFault as e:
+            raise AssertionError(f"{path.name}: verified program faulted: {e}") from None
+    assert accepted >= 20
 
 
 HANDWRITTEN = [

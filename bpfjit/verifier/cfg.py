@@ -18,7 +18,7 @@ CALL_DEFS = 0b111111     # r0..r5
 
 class CFG:
     """subprogs: sorted start pcs; succ[pc]: successor pcs inside the subprogram; prune: pcs where states
-    are compared; live[pc]: bitmask of registers live at pc's entry."""
+    are compared; loop_heads: back-edge targets; live[pc]: bitmask of registers live at pc's entry."""
 
     def __init__(self, program, helper_args, allow_loops: bool):
         insns, forms = program.insns, program.forms
@@ -71,6 +71,7 @@ class CFG:
     def _dfs(self, program, allow_loops: bool) -> None:
         forms, insns = program.forms, program.insns
         state = [0] * self.n       # 0 unseen, 1 on the DFS stack, 2 done
+        self.loop_heads = set()    # targets of back-edges: every cycle passes one
         roots = [0]
         seen_roots = {0}
         while roots:
@@ -89,6 +90,7 @@ class CFG:
                     stack[-1] = (pc, i + 1)
                     s = succ[i]
                     if state[s] == 1:
+                        self.loop_heads.add(s)
                         if not allow_loops:
                             raise VerifierError(f"back-edge from insn {pc} to {s}", pc)
                     elif state[s] == 0:

@@ -20,7 +20,7 @@ from .disasm import text as disasm
 from .helpers import check_call, release
 from .regs import (CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG, OR_NULL, SCALAR, UNKNOWN_REG,
                    Reg, const, ptr, scalar)
-from .state import State, fmt_regs, fmt_state, new_frame, states_equal, states_identical
+from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
 
 INSN_LIMIT = 1_000_000
 MAX_STATES_PER_INSN = 64
@@ -62,7 +62,8 @@ class Verifier:
         self._next_id = 0
         self.depth: dict[int, int] = {}
         self.calls: dict[int, set] = {}
-        self.explored: dict[int, list] = {}
+        self.explored: dict[int, list] = {}      # pc -> checkpoints compared for pruning
+        self.seen: dict[int, dict] = {}          # pc -> register key -> checkpoints (loop detection)
 
     # ---- small services for the rule modules ----
     def new_id(self) -> int:
@@ -132,22 +133,30 @@ class Verifier:
         lst = self.explored.get(pc)
         if lst is None:
             lst = self.explored[pc] = []
-        for cp in lst:
-            if cp.branches == 0:
-                if states_equal(cp.state, st, live):
+            seen = self.seen[pc] = {}
+        else:
+            for cp in lst:
+                if cp.branches == 0 and states_equal(cp.state, st, live):
                     if self.log_level >= 2:
                         self.log.append(f"{pc}: safe")
                     self._path_done(st)
                     return True
-            elif states_identical(cp.state, st, live):
-                raise err(f"infinite loop detected at insn {pc}", pc)
+            seen = self.seen[pc]
+        cp = Checkpoint(st.copy(), st.parent)
+        if pc in self.cfg.loop_heads:            # every cycle passes a loop head: detect repeats there
+            bucket = seen.setdefault(regs_key(st, live), [])
+            for old in bucket:
+                if old.branches and same_stacks(old.state, st):   # the same state again on its own path
+                    raise err(f"infinite loop detected at insn {pc}", pc)
+            bucket.append(cp)
+        st.parent = cp
+        self.total_states += 1
         if len(lst) < MAX_STATES_PER_INSN:
-            cp = Checkpoint(st.copy(), st.parent)
             lst.append(cp)
-            st.parent = cp
-            self.total_states += 1
-            if len(lst) > self.max_states:
-                self.max_states = len(lst)
+        else:                                    # keep the newest states for pruning
+            lst[self.total_states % MAX_STATES_PER_INSN] = cp
+        if len(lst) > self.max_states:
+            self.max_states = len(lst)
         return False
 
     @staticmethod

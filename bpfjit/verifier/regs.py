@@ -18,11 +18,20 @@ POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL)
 
 
 class Reg:
-    __slots__ = ("type", "s", "off", "map", "id", "ref", "frame", "size")
+    __slots__ = ("type", "s", "off", "map", "id", "ref", "frame", "size", "_k")
 
     def __init__(self, type, s=S.UNKNOWN, off=0, map=None, id=0, ref=0, frame=0, size=0):
         self.type, self.s, self.off, self.map = type, s, off, map
         self.id, self.ref, self.frame, self.size = id, ref, frame, size
+        self._k = None
+
+    def key(self):
+        """Hashable identity of the abstract value (exact equality)."""
+        k = self._k
+        if k is None:
+            k = self._k = (self.type, self.s.key(), self.off, id(self.map), self.id, self.ref, self.frame,
+                           self.size)
+        return k
 
     def but(self, **kw) -> "Reg":
         r = Reg(self.type, self.s, self.off, self.map, self.id, self.ref, self.frame, self.size)
@@ -31,11 +40,10 @@ class Reg:
         return r
 
     def __eq__(self, o):
-        return self is o or (isinstance(o, Reg) and self.type == o.type and self.s == o.s and self.off == o.off
-                             and self.map is o.map and self.id == o.id and self.ref == o.ref
-                             and self.frame == o.frame and self.size == o.size)
+        return self is o or (isinstance(o, Reg) and self.key() == o.key())
 
-    __hash__ = None
+    def __hash__(self):
+        return hash(self.key())
 
     @property
     def is_ptr(self) -> bool:

@@ -32,17 +32,21 @@ LIMITS = {64: (M64, S64MIN, S64MAX), 32: (M32, S32MIN, S32MAX)}
 
 
 class Scalar:
-    __slots__ = ("t", "umin", "umax", "smin", "smax", "u32min", "u32max", "s32min", "s32max", "_h")
+    __slots__ = ("t", "umin", "umax", "smin", "smax", "u32min", "u32max", "s32min", "s32max", "_h", "_k")
 
     def __init__(self, t, umin, umax, smin, smax, u32min, u32max, s32min, s32max):
         self.t = t
         self.umin, self.umax, self.smin, self.smax = umin, umax, smin, smax
         self.u32min, self.u32max, self.s32min, self.s32max = u32min, u32max, s32min, s32max
         self._h = None
+        self._k = None
 
     def key(self):
-        return (self.t, self.umin, self.umax, self.smin, self.smax, self.u32min, self.u32max, self.s32min,
-                self.s32max)
+        k = self._k
+        if k is None:
+            k = self._k = (self.t, self.umin, self.umax, self.smin, self.smax, self.u32min, self.u32max,
+                           self.s32min, self.s32max)
+        return k
 
     def __eq__(self, o):
         return self is o or (isinstance(o, Scalar) and self.key() == o.key())
@@ -99,16 +103,33 @@ class Scalar:
 
 def make(t, umin, umax, smin, smax, u32min, u32max, s32min, s32max) -> Scalar | None:
     """A Scalar from possibly inconsistent facts, refined to a fixed point; None when they admit no value."""
+    tv, tm = t
     for _ in range(3):
-        lv, lm = t[0] & M32, t[1] & M32
-        u32min = max(u32min, lv)
-        u32max = min(u32max, lv | lm)
-        s32min = max(s32min, sx32(lv | (lm & BIT31)))
-        s32max = min(s32max, sx32(lv | (lm & (BIT31 - 1))))
-        umin = max(umin, t[0])
-        umax = min(umax, t[0] | t[1])
-        smin = max(smin, sx64(t[0] | (t[1] & BIT63)))
-        smax = min(smax, sx64(t[0] | (t[1] & (BIT63 - 1))))
+        # ranges from the tnum
+        lv, lm = tv & M32, tm & M32
+        if lv > u32min:
+            u32min = lv
+        if lv | lm < u32max:
+            u32max = lv | lm
+        x = lv | (lm & BIT31)
+        x = x - 0x100000000 if x & BIT31 else x
+        if x > s32min:
+            s32min = x
+        x = lv | (lm & 0x7FFFFFFF)
+        x = x - 0x100000000 if x & BIT31 else x
+        if x < s32max:
+            s32max = x
+        if tv > umin:
+            umin = tv
+        if tv | tm < umax:
+            umax = tv | tm
+        x = tv | (tm & BIT63)
+        x = x - 0x10000000000000000 if x & BIT63 else x
+        if x > smin:
+            smin = x
+        x = tv | (tm & (BIT63 - 1))
+        if x < smax:
+            smax = x
         if umin > umax or smin > smax or u32min > u32max or s32min > s32max:
             return None
         # 32-bit facts from 64-bit ranges whose upper halves agree
@@ -125,14 +146,14 @@ def make(t, umin, umax, smin, smax, u32min, u32max, s32min, s32max) -> Scalar | 
             if a <= b:
                 u32min, u32max = max(u32min, a), min(u32max, b)
         # signed <-> unsigned, 32 bits
-        a, b = sx32(u32min), sx32(u32max)
-        if a <= b:
+        if (u32min ^ u32max) & BIT31 == 0:
+            a, b = sx32(u32min), sx32(u32max)
             s32min, s32max = max(s32min, a), min(s32max, b)
         if s32min >= 0 or s32max < 0:
             u32min, u32max = max(u32min, s32min & M32), min(u32max, s32max & M32)
         # signed <-> unsigned, 64 bits
-        a, b = sx64(umin), sx64(umax)
-        if a <= b:
+        if (umin ^ umax) & BIT63 == 0:
+            a, b = sx64(umin), sx64(umax)
             smin, smax = max(smin, a), min(smax, b)
         if smin >= 0 or smax < 0:
             umin, umax = max(umin, smin & M64), min(umax, smax & M64)
@@ -146,19 +167,33 @@ def make(t, umin, umax, smin, smax, u32min, u32max, s32min, s32max) -> Scalar | 
             if umin > umax:
                 return None
         # tnum from ranges
-        r = T.trange(umin, umax)
-        if T.conflicts(t, r):
+        chi = umin ^ umax
+        if chi:
+            d = (1 << chi.bit_length()) - 1
+            rv, rm = umin & ~d, d
+        else:
+            rv, rm = umin, 0
+        if (tv ^ rv) & ~(tm | rm) & M64:
             return None
-        t2 = T.intersect(t, r)
-        lo = T.low32(t2)
-        r32 = T.trange(u32min, u32max)
-        if T.conflicts(lo, r32):
+        nv, nm = (tv | rv), tm & rm
+        nv &= ~nm
+        chi = u32min ^ u32max
+        if chi:
+            d = (1 << chi.bit_length()) - 1
+            rv, rm = u32min & ~d, d
+        else:
+            rv, rm = u32min, 0
+        lv, lm = nv & M32, nm & M32
+        if (lv ^ rv) & ~(lm | rm) & M32:
             return None
-        t2 = T.with_low32(t2, T.intersect(lo, r32))
-        if t2 == t:
+        lm2 = lm & rm
+        lv2 = (lv | rv) & ~lm2
+        nv = (nv & ~M32 & M64) | lv2
+        nm = (nm & ~M32 & M64) | lm2
+        if nv == tv and nm == tm:
             break
-        t = t2
-    return Scalar(t, umin, umax, smin, smax, u32min, u32max, s32min, s32max)
+        tv, tm = nv, nm
+    return Scalar((tv, tm), umin, umax, smin, smax, u32min, u32max, s32min, s32max)
 
 
 def const(v: int) -> Scalar:
@@ -168,8 +203,12 @@ def const(v: int) -> Scalar:
     return Scalar((v, 0), v, v, s, s, lo, lo, sx32(lo), sx32(lo))
 
 
+_ZEXT: dict = {}
 UNKNOWN = Scalar(T.UNKNOWN, 0, M64, S64MIN, S64MAX, 0, M32, S32MIN, S32MAX)
 ZERO = const(0)
+for _bits in (8, 16, 32):
+    _ZEXT[(1 << _bits) - 1] = make(T.trange(0, (1 << _bits) - 1), 0, (1 << _bits) - 1, S64MIN, S64MAX, 0, M32,
+                                   S32MIN, S32MAX)
 
 
 def from_view(v, w: int) -> Scalar | None:
@@ -182,6 +221,8 @@ def from_view(v, w: int) -> Scalar | None:
 
 
 def unsigned_range(lo: int, hi: int) -> Scalar:
+    if lo == 0 and hi in _ZEXT:
+        return _ZEXT[hi]
     return make(T.trange(lo, hi), lo, hi, S64MIN, S64MAX, 0, M32, S32MIN, S32MAX)
 
 
@@ -385,6 +426,8 @@ NEGATE = {"jeq": "jne", "jne": "jeq", "jgt": "jle", "jle": "jgt", "jge": "jlt", 
 
 def refine(op: str, a: Scalar, b: Scalar, w: int, taken: bool):
     """(a', b') under `a op b` being `taken` on width w, or None when that side is impossible."""
+    if a.t[1] == 0 and b.t[1] == 0:
+        return (a, b) if _decide(op, a.value, b.value, w) == taken else None
     if op == "jset":
         return _refine_jset(a, b, w, taken)
     if not taken:
@@ -438,7 +481,26 @@ def refine(op: str, a: Scalar, b: Scalar, w: int, taken: bool):
     return None if na is None or nb is None else (na, nb)
 
 
+_DECIDE = {
+    "jeq": lambda x, y, xs, ys: x == y, "jne": lambda x, y, xs, ys: x != y,
+    "jgt": lambda x, y, xs, ys: x > y, "jge": lambda x, y, xs, ys: x >= y,
+    "jlt": lambda x, y, xs, ys: x < y, "jle": lambda x, y, xs, ys: x <= y,
+    "jsgt": lambda x, y, xs, ys: xs > ys, "jsge": lambda x, y, xs, ys: xs >= ys,
+    "jslt": lambda x, y, xs, ys: xs < ys, "jsle": lambda x, y, xs, ys: xs <= ys,
+    "jset": lambda x, y, xs, ys: bool(x & y),
+}
+
+
+def _decide(op: str, x: int, y: int, w: int) -> bool:
+    m = LIMITS[w][0]
+    x &= m
+    y &= m
+    return _DECIDE[op](x, y, sx(x, w), sx(y, w))
+
+
 def _apply(s: Scalar, r, w: int) -> Scalar | None:
+    if r == s.view(w):
+        return s
     t, umin, umax, smin, smax = r
     if w == 64:
         return make(t, umin, umax, smin, smax, s.u32min, s.u32max, s.s32min, s.s32max)

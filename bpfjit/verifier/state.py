@@ -89,22 +89,21 @@ def states_equal(old: State, new: State, live: int) -> bool:
     return all(check_id(a[0], b[0], idmap) for a, b in zip(old.refs, new.refs))
 
 
-def states_identical(old: State, new: State, live: int) -> bool:
-    """Exactly the same abstract state (an infinite loop when met again on the same path)."""
-    if len(old.frames) != len(new.frames) or len(old.refs) != len(new.refs):
-        return False
-    last = len(old.frames) - 1
-    for i, (fo, fn) in enumerate(zip(old.frames, new.frames)):
-        if fo.callsite != fn.callsite:
-            return False
-        for r in range(11):
-            if i == last and not (live >> r) & 1:
-                continue
-            if fo.regs[r] != fn.regs[r]:
-                return False
-        if fo.stack != fn.stack:
-            return False
-    return True
+def regs_key(st: State, live: int):
+    """Hashable exact identity of the registers (dead ones of the current frame ignored) and references."""
+    out = []
+    last = len(st.frames) - 1
+    for i, f in enumerate(st.frames):
+        regs = f.regs
+        out.append((f.callsite, tuple(regs[r].key() if (i != last or (live >> r) & 1) else None
+                                      for r in range(11))))
+    out.append(tuple(r for r, _ in st.refs))
+    return tuple(out)
+
+
+def same_stacks(a: State, b: State) -> bool:
+    """Equal stacks in every frame (slots are shared between copies, so this is mostly identity checks)."""
+    return all(fa.stack == fb.stack for fa, fb in zip(a.frames, b.frames))
 
 
 # ------------------------------------------------------------------------------------ text
