@@ -86,7 +86,7 @@ def test_result_fields():
 def test_log_level_2_has_every_instruction_with_state():
     log = verify(Program.from_asm(LOOP), log_level=2).log
     assert "0: (b7) r0 = 0 ; R0_w=0" in log
-    assert "4: (a5) if r1 < 0x3 goto pc-3 ; R1_w=1" in log
+    assert "3: (07) r1 += 1 ; R1_w=1\n4: (a5) if r1 < 0x3 goto pc-3\n2: (0f) r0 += r1 ; R0_w=1" in log
     assert "processed 12 insns (limit 1000000)" in log
 
 
