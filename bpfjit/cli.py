@@ -233,8 +233,10 @@ def cmd_verify(args) -> int:
     """Verify a program (the static verifier); prints the log when asked and the verdict."""
     from .errors import VerifierError
     from .verifier import verify
+    from .runtime import host_kern_version
     src = read_program(args.file)
-    prog = Program(src.insns, prog_type=args.prog_type)
+    kern = host_kern_version() if args.kern_version is None else args.kern_version
+    prog = Program(src.insns, prog_type=args.prog_type, kern_version=kern, license=args.license)
     prog.validate()
     try:
         res = verify(prog, mem_size=args.mem_size, log_level=args.log)
@@ -292,6 +294,9 @@ def build_parser() -> ArgParser:
     p.add_argument("--mem-size", type=_non_negative, default=None, metavar="N",
                    help="raw programs: r1 points to at least N bytes (r2 >= N)")
     p.add_argument("--prog-type", default="raw", metavar="T", help="program type: raw (default) or kprobe")
+    p.add_argument("--kern-version", type=_non_negative, default=None, metavar="N",
+                   help="the program's kern_version (default: the running kernel's)")
+    p.add_argument("--license", default="GPL", metavar="L", help="the program's license (default GPL)")
 
     p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
                  "format, CPU v4, all groups)", file_arg="dir")

@@ -378,3 +378,33 @@ def test_differential_handwritten(src, size, engine):
         vm.run(random_input(size, rng))
     with pytest.raises(VerifierError):
         verify(prog, mem_size=size - 1)
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_verify_accepts(tmp_path, capsys):
+    from bpfjit import cli
+    f = tmp_path / "loop.asm"
+    f.write_text(LOOP)
+    assert cli.main(["verify", str(f)]) == 0
+    assert capsys.readouterr().out == "verified: 12 insns processed\n"
+
+
+def test_cli_verify_refuses_with_log(tmp_path, capsys):
+    from bpfjit import cli
+    f = tmp_path / "oob.asm"
+    f.write_text("ldxb %r0, [%r1+8]\nexit\n")
+    assert cli.main(["verify", str(f), "--mem-size", "8", "--log", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "0: (71) r0 = *(u8 *)(r1 +8)\ninvalid access to memory, mem_size=8 off=8 size=1\n"
+    assert err.strip() == f"bpfjit: {f}: instruction 0: invalid access to memory, mem_size=8 off=8 size=1"
+    assert cli.main(["verify", str(f), "--mem-size", "9"]) == 0
+
+
+def test_cli_verify_kprobe_prog_type(tmp_path, capsys):
+    from bpfjit import cli
+    f = tmp_path / "k.asm"
+    f.write_text("stdw [%r1+0], 1\nmov %r0, 0\nexit\n")
+    assert cli.main(["verify", str(f), "--prog-type", "kprobe"]) == 1
+    assert "invalid bpf_context access off=0 size=8" in capsys.readouterr().err
+    assert cli.main(["verify", str(f), "--prog-type", "kprobe", "--kern-version", "0"]) == 1
+    assert "kprobe program needs kern_version" in capsys.readouterr().err
