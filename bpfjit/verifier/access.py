@@ -95,6 +95,8 @@ def _stack_range(v, st, pc, regno, reg, off, size, what, indirect=False):
 
 def stack_access(v, st, pc, regno, reg, off, size, kind, value):
     frame, lo, hi = _stack_range(v, st, pc, regno, reg, off, size, kind)
+    if value is not None and value.type is FP and value.frame > reg.frame:
+        raise err("cannot spill pointers to stack into stack frame of the caller", pc)
     if reg.s.is_const:
         if kind == "read":
             return stack_read(frame, lo, size, pc)
