@@ -24,6 +24,7 @@ from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks,
 
 INSN_LIMIT = 1_000_000
 MAX_STATES_PER_INSN = 64
+CHECKPOINT_EVERY = 8          # processed instructions between stored states (loop heads: always)
 COMBINED_STACK = 512
 BITWISE = ("and", "or", "xor")
 
@@ -56,6 +57,7 @@ class Verifier:
         self.insn_limit = insn_limit
         self.log: list[str] = []
         self.processed = 0
+        self.last_checkpoint = -CHECKPOINT_EVERY
         self.total_states = 0
         self.peak = 0
         self.max_states = 0
@@ -142,8 +144,12 @@ class Verifier:
                     self._path_done(st)
                     return True
             seen = self.seen[pc]
+        head = pc in self.cfg.loop_heads
+        if not head and self.processed - self.last_checkpoint < CHECKPOINT_EVERY:
+            return False                         # the kernel's heuristic: not every prune point is stored
+        self.last_checkpoint = self.processed
         cp = Checkpoint(st.copy(), st.parent)
-        if pc in self.cfg.loop_heads:            # every cycle passes a loop head: detect repeats there
+        if head:                                 # every cycle passes a loop head: detect repeats there
             bucket = seen.setdefault(regs_key(st, live), [])
             for old in bucket:
                 if old.branches and same_stacks(old.state, st):   # the same state again on its own path

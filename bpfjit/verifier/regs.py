@@ -88,8 +88,16 @@ def scalar(s: S.Scalar) -> Reg:
     return UNKNOWN_REG if s is S.UNKNOWN else Reg(SCALAR, s)
 
 
+_CONST_REGS: dict = {}
+
+
 def const(v: int) -> Reg:
-    return Reg(SCALAR, S.const(v))
+    r = _CONST_REGS.get(v)
+    if r is None:
+        r = Reg(SCALAR, S.const(v))
+        if len(_CONST_REGS) < 65536:
+            _CONST_REGS[v] = r
+    return r
 
 
 def ptr(type, **kw) -> Reg:

@@ -196,11 +196,19 @@ def make(t, umin, umax, smin, smax, u32min, u32max, s32min, s32max) -> Scalar | 
     return Scalar((tv, tm), umin, umax, smin, smax, u32min, u32max, s32min, s32max)
 
 
+_CONSTS: dict = {}
+
+
 def const(v: int) -> Scalar:
     v &= M64
-    s = sx64(v)
-    lo = v & M32
-    return Scalar((v, 0), v, v, s, s, lo, lo, sx32(lo), sx32(lo))
+    c = _CONSTS.get(v)
+    if c is None:
+        s = sx64(v)
+        lo = v & M32
+        c = Scalar((v, 0), v, v, s, s, lo, lo, sx32(lo), sx32(lo))
+        if len(_CONSTS) < 65536:
+            _CONSTS[v] = c
+    return c
 
 
 _ZEXT: dict = {}
