@@ -12,6 +12,7 @@ docs/verifier.md says what is checked and what is not.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from ..errors import VerifierError
@@ -53,6 +54,8 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
         raise ConfigError(f"must be a non-negative int, not {mem_size!r}", "mem_size")
     v = Verifier(program, runtime=runtime, helpers=helpers, config=config, mem_size=mem_size,
                  log_level=log_level, allow_loops=allow_loops, prog_type=prog_type, insn_limit=insn_limit)
+    gc_was_on = gc.isenabled()
+    gc.disable()          # the states form no cycles; collecting while they pile up costs more than all else
     try:
         v.run()
     except VerifierError as e:
@@ -61,6 +64,9 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
         e.log = "\n".join(v.log) + "\n"
         e.insn_processed = v.processed
         raise
+    finally:
+        if gc_was_on:
+            gc.enable()
     summary = (f"processed {v.processed} insns (limit {insn_limit}) max_states_per_insn {v.max_states} "
                f"total_states {v.total_states}")
     if log_level:
