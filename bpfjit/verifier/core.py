@@ -84,6 +84,7 @@ class Verifier:
     def run(self) -> None:
         self._seed_checks()
         self.cfg = CFG(self.program, self.helper_args, self.allow_loops)
+        self.handlers = self._handlers()
         st = self._initial_state()
         pending = [(0, -1, st)]
         while pending:
@@ -182,7 +183,7 @@ class Verifier:
     # ---- one path ----
     def _walk(self, pc: int, st: State, pending) -> None:
         prune = self.cfg.prune
-        forms, insns = self.forms, self.insns
+        forms, insns, handlers = self.forms, self.insns, self.handlers
         log2 = self.log_level >= 2
         trail = self.log_level == 1
         while True:
@@ -198,7 +199,7 @@ class Verifier:
             before = list(st.cur.regs) if log2 else None
             depth_before = len(st.frames)
             try:
-                nxt = self._step(pc, f, ins, st, pending)
+                nxt = handlers[pc](pc, f, ins, st, pending)
             except VerifierError:
                 if log2:
                     self.log.append(f"{pc}: ({ins.opcode:02x}) {disasm(self.program, pc, self.helpers)}")
@@ -222,68 +223,97 @@ class Verifier:
             line += " ; " + fmt_state(st)
         self.log.append(line)
 
-    def _step(self, pc, f, ins, st, pending) -> int:
-        op = f.op
-        cls = f.cls
-        if cls == isa.CLS_ALU or cls == isa.CLS_ALU64:
-            self._alu(pc, f, ins, st)
-            return pc + 1
-        if op in isa.COND_JUMPS:
-            return self._cond_jump(pc, f, ins, st, pending)
-        if op == "ldx" or op == "ldxs":
-            self._read_reg(st, ins.src, pc)
-            r = check_mem(self, st, pc, ins.src, ins.off, f.width // 8, "read")
-            if op == "ldxs":
-                r = scalar(S.sign_extend(r.s, f.width, 64)) if r.type is SCALAR else loaded(f.width // 8)
-            st.cur.regs[ins.dst] = r
-            return pc + 1
-        if op == "stx":
-            self._read_reg(st, ins.dst, pc)
-            val = self._read_reg(st, ins.src, pc)
-            check_mem(self, st, pc, ins.dst, ins.off, f.width // 8, "write", val)
-            return pc + 1
-        if op == "st":
-            self._read_reg(st, ins.dst, pc)
-            check_mem(self, st, pc, ins.dst, ins.off, f.width // 8, "write", const(ins.imm))
-            return pc + 1
-        if op.startswith("lock_"):
-            return self._atomic(pc, f, ins, st)
-        if op.startswith("lddw"):
-            st.cur.regs[ins.dst] = self._lddw(pc, op, ins)
-            return pc + 2
-        if op == "ja":
-            return pc + 1 + ins.off
-        if op == "ja32":
-            return pc + 1 + ins.imm
-        if op == "exit":
-            return self._exit(pc, st)
-        if op == "call" or op == "call_btf":
-            h = self.helpers.get(ins.imm) if op == "call" else self.helpers.get_btf(ins.imm)
-            if h is None:
-                raise err(f"invalid func unknown#{ins.imm}", pc)
-            check_call(self, st, pc, h)
-            return pc + 1
-        if op == "callx":
-            r = self._read_reg(st, ins.dst, pc)
-            if r.type is not SCALAR or not r.s.is_const:
-                raise err(f"callx R{ins.dst}: the helper id is not a known constant", pc)
-            h = self.helpers.get(r.s.value)
-            if h is None:
-                raise err(f"invalid func unknown#{r.s.value}", pc)
-            check_call(self, st, pc, h)
-            return pc + 1
-        if op == "call_local":
-            return self._call_local(pc, ins, st)
-        if op == "ldabs" or op == "ldind":
-            if op == "ldind":
-                r = self._read_reg(st, ins.src, pc)
-                if r.type is not SCALAR:
-                    raise err(f"R{ins.src} type={r.type} expected=scalar", pc)
-            if st.refs:
-                raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
-            st.cur.regs[0] = loaded(f.width // 8)
-            return pc + 1
-        raise err(f"unsupported instruction {f.mnemonic}", pc)  # pragma: no cover
+    # ---- instructions: one handler per family (`_FAMILY`), each returns the next pc (-1: path ends) ----
+    def _handlers(self) -> list:
+        out = []
+        for f in self.forms:
+            if f is None:
+                out.append(None)
+                continue
+            op = f.op
+            if f.cls in (isa.CLS_ALU, isa.CLS_ALU64):
+                fam = "alu"
+            elif op in isa.COND_JUMPS:
+                fam = "cond"
+            elif op.startswith("lock_"):
+                fam = "atomic"
+            elif op.startswith("lddw"):
+                fam = "lddw"
+            else:
+                fam = _FAMILY.get(op)
+                if fam is None:
+                    raise VerifierError(f"unsupported instruction {f.mnemonic}", None)
+            out.append(getattr(self, "_h_" + fam))
+        return out
+
+    def _h_alu(self, pc, f, ins, st, pending) -> int:
+        self._alu(pc, f, ins, st)
+        return pc + 1
+
+    def _h_cond(self, pc, f, ins, st, pending) -> int:
+        return self._cond_jump(pc, f, ins, st, pending)
+
+    def _h_ldx(self, pc, f, ins, st, pending) -> int:
+        self._read_reg(st, ins.src, pc)
+        r = check_mem(self, st, pc, ins.src, ins.off, f.width // 8, "read")
+        if f.op == "ldxs":
+            r = scalar(S.sign_extend(r.s, f.width, 64)) if r.type is SCALAR else loaded(f.width // 8)
+        st.cur.regs[ins.dst] = r
+        return pc + 1
+
+    def _h_stx(self, pc, f, ins, st, pending) -> int:
+        self._read_reg(st, ins.dst, pc)
+        val = self._read_reg(st, ins.src, pc)
+        check_mem(self, st, pc, ins.dst, ins.off, f.width // 8, "write", val)
+        return pc + 1
+
+    def _h_st(self, pc, f, ins, st, pending) -> int:
+        self._read_reg(st, ins.dst, pc)
+        check_mem(self, st, pc, ins.dst, ins.off, f.width // 8, "write", const(ins.imm))
+        return pc + 1
+
+    def _h_atomic(self, pc, f, ins, st, pending) -> int:
+        return self._atomic(pc, f, ins, st)
+
+    def _h_lddw(self, pc, f, ins, st, pending) -> int:
+        st.cur.regs[ins.dst] = self._lddw(pc, f.op, ins)
+        return pc + 2
+
+    def _h_ja(self, pc, f, ins, st, pending) -> int:
+        return pc + 1 + (ins.off if f.op == "ja" else ins.imm)
+
+    def _h_exit(self, pc, f, ins, st, pending) -> int:
+        return self._exit(pc, st)
+
+    def _h_call(self, pc, f, ins, st, pending) -> int:
+        h = self.helpers.get(ins.imm) if f.op == "call" else self.helpers.get_btf(ins.imm)
+        if h is None:
+            raise err(f"invalid func unknown#{ins.imm}", pc)
+        check_call(self, st, pc, h)
+        return pc + 1
+
+    def _h_callx(self, pc, f, ins, st, pending) -> int:
+        r = self._read_reg(st, ins.dst, pc)
+        if r.type is not SCALAR or not r.s.is_const:
+            raise err(f"callx R{ins.dst}: the helper id is not a known constant", pc)
+        h = self.helpers.get(r.s.value)
+        if h is None:
+            raise err(f"invalid func unknown#{r.s.value}", pc)
+        check_call(self, st, pc, h)
+        return pc + 1
+
+    def _h_call_local(self, pc, f, ins, st, pending) -> int:
+        return self._call_local(pc, ins, st)
+
+    def _h_ldabs(self, pc, f, ins, st, pending) -> int:
+        if f.op == "ldind":
+            r = self._read_reg(st, ins.src, pc)
+            if r.type is not SCALAR:
+                raise err(f"R{ins.src} type={r.type} expected=scalar", pc)
+        if st.refs:
+            raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
+        st.cur.regs[0] = loaded(f.width // 8)
+        return pc + 1
 
     def _read_reg(self, st, r: int, pc: int) -> Reg:
         reg = st.cur.regs[r]
@@ -303,7 +333,12 @@ class Verifier:
             src = const(ins.imm if f.is64 else ins.imm & S.M32)
         if op == "mov":
             if src.type is SCALAR:
-                regs[d] = scalar(S.alu("mov", src.s, src.s, w)) if w == 32 else src
+                if w == 64:
+                    regs[d] = src
+                elif src.s.is_const:
+                    regs[d] = const(src.s.value & S.M32)
+                else:
+                    regs[d] = scalar(S.alu("mov", src.s, src.s, 32))
             else:
                 regs[d] = src if w == 64 else UNKNOWN_REG
             return
@@ -529,6 +564,9 @@ class Verifier:
             raise VerifierError(f"combined stack size of {frames} calls is {total}. Too large", None)
 
 
+_FAMILY = {"ldx": "ldx", "ldxs": "ldx", "stx": "stx", "st": "st", "ja": "ja", "ja32": "ja", "exit": "exit",
+           "call": "call", "call_btf": "call", "callx": "callx", "call_local": "call_local", "ldabs": "ldabs",
+           "ldind": "ldabs"}
 _OPSYM = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/=", "or": "|=", "and": "&=", "lsh": "<<=",
           "rsh": ">>=", "mod": "%=", "xor": "^=", "arsh": "s>>=", "sdiv": "s/=", "smod": "s%="}
 
