@@ -81,6 +81,19 @@ def test_result_fields():
     assert isinstance(res, VerifierResult)
     assert res.proven and res.insn_processed == 12 and res.total_states >= 1 and res.max_states_per_insn >= 1
     assert res.log == ""
+    assert res.access_types == {}
+
+
+def test_result_access_types():
+    prog = Program.from_asm("""
+        ldxb %r2, [%r1+0]
+        stxdw [%r10-8], %r2
+        ldxdw %r0, [%r10-8]
+        exit
+    """)
+    res = verify(prog, mem_size=1)
+    assert res.access_types == {0: frozenset({"mem"}), 1: frozenset({"fp"}), 2: frozenset({"fp"})}
+    assert res.stack_depth == ((0, 8),) and res.mem_size == 1
 
 
 def test_log_level_2_has_every_instruction_with_state():

@@ -31,7 +31,9 @@ class VerifierResult:
     log: str
     proven: bool = True
     mem_size: int | None = None
-    stack_depth: tuple = ()
+    stack_depth: tuple = ()         # ((subprogram start pc, deepest stack byte used), ...)
+    access_types: dict = None       # pc -> frozenset of pointer types ("fp", "mem", "map_value", "ctx")
+                                    # its load/store/atomic was proven in bounds for
 
 
 def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | None = None,
@@ -72,5 +74,6 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
     if log_level:
         v.log.append(summary)
     depths = tuple(sorted(v.depth.items()))
+    access = {pc: frozenset(t) for pc, t in sorted(v.access_types.items())}
     return VerifierResult(v.processed, v.total_states, v.max_states, "\n".join(v.log) + ("\n" if v.log else ""),
-                          True, mem_size, depths)
+                          True, mem_size, depths, access)

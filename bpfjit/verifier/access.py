@@ -51,6 +51,11 @@ def check_mem(v, st, pc: int, regno: int, off: int, size: int, kind: str, value:
     t = reg.type
     if t is NOT_INIT:
         raise err(f"R{regno} !read_ok", pc)
+    seen = v.access_types.get(pc)
+    if seen is None:
+        v.access_types[pc] = {t}
+    else:
+        seen.add(t)
     if t is FP:
         return stack_access(v, st, pc, regno, reg, off, size, kind, value)
     if t is MAP_VALUE or t is MEM:

@@ -63,6 +63,7 @@ class Verifier:
         self.max_states = 0
         self._next_id = 0
         self.depth: dict[int, int] = {}
+        self.access_types: dict[int, set] = {}   # pc -> pointer types its memory access was proven for
         self.calls: dict[int, set] = {}
         self.explored: dict[int, list] = {}      # pc -> checkpoints compared for pruning
         self.seen: dict[int, dict] = {}          # pc -> register key -> checkpoints (loop detection)
