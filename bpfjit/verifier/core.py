@@ -24,16 +24,18 @@ from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks,
 
 INSN_LIMIT = 1_000_000
 MAX_STATES_PER_INSN = 64
+MAX_LOOP_STATES = 20_000     # distinct register states remembered per loop head for loop detection
 CHECKPOINT_EVERY = 8          # processed instructions between stored states (loop heads: always)
 COMBINED_STACK = 512
 BITWISE = ("and", "or", "xor")
 
 
 class Checkpoint:
-    __slots__ = ("state", "parent", "branches")
+    """A stored state, its parent checkpoint on the path and the number of paths still open below it."""
+    __slots__ = ("state", "parent", "branches", "in_seen")
 
     def __init__(self, state, parent):
-        self.state, self.parent, self.branches = state, parent, 1
+        self.state, self.parent, self.branches, self.in_seen = state, parent, 1, False
 
 
 class Verifier:
@@ -152,17 +154,26 @@ class Verifier:
         self.last_checkpoint = self.processed
         cp = Checkpoint(st.copy(), st.parent)
         if head:                                 # every cycle passes a loop head: detect repeats there
-            bucket = seen.setdefault(regs_key(st, live), [])
-            for old in bucket:
-                if old.branches and same_stacks(old.state, st):   # the same state again on its own path
-                    raise err(f"infinite loop detected at insn {pc}", pc)
-            bucket.append(cp)
+            key = regs_key(st, live)
+            bucket = seen.get(key)
+            if bucket is not None:
+                for old in bucket:
+                    if old.branches and same_stacks(old.state, st):   # the same state again on its path
+                        raise err(f"infinite loop detected at insn {pc}", pc)
+                bucket.append(cp)
+                cp.in_seen = True
+            elif len(seen) < MAX_LOOP_STATES:    # beyond: the instruction budget ends endless loops
+                seen[key] = [cp]
+                cp.in_seen = True
         st.parent = cp
         self.total_states += 1
         if len(lst) < MAX_STATES_PER_INSN:
             lst.append(cp)
         else:                                    # keep the newest states for pruning
-            lst[self.total_states % MAX_STATES_PER_INSN] = cp
+            i = self.total_states % MAX_STATES_PER_INSN
+            if not lst[i].in_seen:
+                lst[i].state = None              # only its branch count is still needed
+            lst[i] = cp
         if len(lst) > self.max_states:
             self.max_states = len(lst)
         return False
