@@ -11,7 +11,6 @@ from .. import isa
 from ..errors import VerifierError
 from ..program import jump_target
 
-ALL_REGS = (1 << 11) - 1
 ARGS = 0b111110          # r1..r5
 CALL_DEFS = 0b111111     # r0..r5
 

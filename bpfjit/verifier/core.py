@@ -17,7 +17,7 @@ from . import scalar as S
 from .access import MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
-from .helpers import check_call, release
+from .helpers import check_call
 from .regs import (CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG, OR_NULL, SCALAR, UNKNOWN_REG,
                    Reg, const, ptr, scalar)
 from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
