@@ -1,4 +1,4 @@
-"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, conformance, inspect.
+"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, verify, conformance, inspect.
 
 Lives here: argument parsing, reading a program file in any of its formats (`read_program`: raw bytecode,
 hex text, assembly, bpf_conformance `.data`), mapping options onto `Config`, printing results, and turning
@@ -338,6 +338,26 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return EXIT["error"] if counts["fail"] else EXIT["ok"]
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify a program (the static verifier); prints the log when asked and the verdict."""
+    from .errors import VerifierError
+    from .verifier import verify
+    from .runtime import host_kern_version
+    src = read_program(args.file)
+    kern = host_kern_version() if args.kern_version is None else args.kern_version
+    prog = Program(src.insns, prog_type=args.prog_type, kern_version=kern, license=args.license)
+    prog.validate()
+    try:
+        res = verify(prog, mem_size=args.mem_size, log_level=args.log)
+    except VerifierError as e:
+        if args.log:
+            sys.stdout.write(e.log)
+        raise
+    sys.stdout.write(res.log)
+    print(f"verified: {res.insn_processed} insns processed")
+    return EXIT["ok"]
+
+
 _EPILOG = ("FILE is raw bytecode, hex text (bytes, or 0x-prefixed 64-bit words), assembly, a bpf_conformance "
            ".data file or a BPF ELF object ('-' = stdin). Exit status: 0 ok, 1 error, 2 the program faulted, "
            "130 interrupted.")
@@ -384,6 +404,17 @@ def build_parser() -> ArgParser:
     _add_jit_options(p)
 
     _command(sub, "inspect", cmd_inspect, "list the programs and maps of a BPF ELF object")
+
+    p = _command(sub, "verify", cmd_verify, "verify a program statically (kernel-style verifier); exit 1 when "
+                 "refused")
+    p.add_argument("--log", type=int, choices=(0, 1, 2), default=0, metavar="0|1|2",
+                   help="1: the failing path, 2: every instruction with its register state")
+    p.add_argument("--mem-size", type=_non_negative, default=None, metavar="N",
+                   help="raw programs: r1 points to at least N bytes (r2 >= N)")
+    p.add_argument("--prog-type", default="raw", metavar="T", help="program type: raw (default) or kprobe")
+    p.add_argument("--kern-version", type=_non_negative, default=None, metavar="N",
+                   help="the program's kern_version (default: the running kernel's)")
+    p.add_argument("--license", default="GPL", metavar="L", help="the program's license (default GPL)")
 
     p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
                  "format, CPU v4, all groups)", file_arg="dir")
