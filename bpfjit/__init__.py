@@ -11,6 +11,7 @@ Programs and engines
     assemble         assembly text -> Program (helpers=registry for `call NAME`, maps=... for `map(NAME)`)
     disassemble      Program or slots -> assembly text (helpers=registry prints `call NAME`)
     ObjectFile       clang-built BPF ELF objects: ObjectFile.open(path).load() (docs/elf.md)
+    verify           the static verifier: verify(program, mem_size=...) -> VerifierResult (docs/verifier.md)
 
 Runtime, helpers and program types
     Runtime          maps by name/fd, kernel helpers, tail calls, kprobe runs, trace buffer, events
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
                        QueueMap, RingBufMap, StackMap, create_map)
     from .progtypes import PT_REGS, pt_regs, pt_regs_array
     from .runtime import Runtime
+    from .elf import ObjectFile
+    from .verifier import VerifierResult, verify
 
 
 def assemble(text: str, *, helpers: Any = None, maps: Any = None, config: Config | None = None,
@@ -82,6 +85,7 @@ _LAZY = {
     "pt_regs": "progtypes", "pt_regs_array": "progtypes", "PT_REGS": "progtypes",
     "DataFileError": "datafile",
     "ObjectFile": "elf",
+    "verify": "verifier", "VerifierResult": "verifier",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "MapError",
@@ -103,7 +107,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Program", "Config", "VM", "ENGINES", "run", "assemble", "disassemble", "ObjectFile",
+    "Program", "Config", "VM", "ENGINES", "run", "assemble", "disassemble", "ObjectFile", "verify",
+    "VerifierResult",
     "Runtime", "HelperRegistry", "Helper", "HelperContext", "default_registry", "pt_regs", "pt_regs_array",
     "PT_REGS",
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",

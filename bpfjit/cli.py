@@ -127,7 +127,8 @@ def _display(path: str) -> str:
 _CONFIG_OPTIONS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "cpu": ("cpu", int),
     "limit": ("insn_limit", lambda n: n or None),
-    "unchecked": ("checked", lambda unchecked: not unchecked),
+    "unchecked": ("checked", lambda unchecked: False if unchecked else None),
+    "safety": ("safety", str),
     "opt": ("opt_level", int),
 }
 
@@ -150,7 +151,12 @@ def _non_negative(text: str) -> int:
 
 def _add_jit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unchecked", action="store_true",
-                   help="JIT: no memory bounds checks and no instruction meter (the interpreter always checks)")
+                   help="JIT: no memory bounds checks and no instruction meter (the interpreter always checks); "
+                        "the same as --safety trusted")
+    p.add_argument("--safety", choices=("auto", "verified", "checked", "trusted"), default="auto",
+                   help="auto (default): verify, run proven programs without runtime checks and the rest "
+                        "checked; verified: refuse what the verifier does not prove; checked: runtime checks "
+                        "everywhere; trusted: no checks")
     p.add_argument("--opt", type=int, choices=range(4), default=2, metavar="N",
                    help="JIT: LLVM optimisation level 0..3 (default 2)")
 

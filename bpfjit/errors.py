@@ -95,6 +95,8 @@ FAULT_KINDS = (
     "call_depth",    # more than MAX_CALL_DEPTH nested local calls
     "bad_call",      # callx to an unknown helper
     "helper",        # a helper failed (Python exception in a helper)
+    "mem_size",      # the run's memory is shorter than Config.mem_size (raised before the program starts)
+    "timeout",       # the run took longer than its timeout (VM.run(..., timeout=seconds))
 )
 FAULT_CODE = {k: i for i, k in enumerate(FAULT_KINDS)}
 
@@ -107,6 +109,8 @@ FAULT_MESSAGES = {
     "call_depth": "too many nested call frames",
     "bad_call": "callx to an unknown helper",
     "helper": "helper failed",
+    "mem_size": "memory shorter than Config.mem_size",
+    "timeout": "run stopped: timeout",
 }
 
 

@@ -270,7 +270,7 @@ class Interpreter(Engine):
         return self._last_mem
 
     def _region(self, mem, readonly: bool):
-        buf, perms = ctx_buffer(self.env.ptype, mem, readonly)
+        buf, perms = ctx_buffer(self.env.ptype, mem, readonly, self.env.min_size)
         self._last_mem = buf
         return self.env.ctx_region(buf, perms)
 

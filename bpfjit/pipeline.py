@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError, LoadError
 from .program import DEFAULT_CONFIG, Config, Program
+from .log import get_logger
 from .progtypes import ProgType, prog_type
+
+logger = get_logger(__name__)
 
 M64 = (1 << 64) - 1
 CALL_OPS = ("call", "call_btf", "callx")
@@ -39,11 +42,22 @@ class Prepared:
     calls: dict = field(default_factory=dict)
     lddw: dict = field(default_factory=dict)
     used_maps: list = field(default_factory=list)
+    safety: str = "checked"         # what runs: "verified" (proven), "checked" or "trusted"
+    proof: object | None = None     # verifier.VerifierResult of a proven program
+    verifier_error: Exception | None = None     # why "auto" fell back to checked mode
+    code_config: Config | None = None           # the Config native code is generated for
+    writes_ctx: bool = False        # the proof lets the program store into its context (read-only runs
+                                    # of such a program need runtime checks)
+
+    def checked_variant(self) -> "Prepared":
+        """This program with runtime checks everywhere (a proven program run on read-only memory)."""
+        from dataclasses import replace
+        return replace(self, safety="checked", code_config=self.config.with_(safety="checked"), writes_ctx=False)
 
     def code_key(self) -> tuple:
         """Everything compiled code depends on apart from the engine's own options: the full decoded program,
         the program type, the helper plan and the resolved lddw values (map addresses)."""
-        return (tuple(self.program.insns), self.ptype.name,
+        return (tuple(self.program.insns), self.ptype.name, self.safety,
                 tuple(sorted((k, h.id, h.name, h.native or "") for k, h in self.calls.items())),
                 tuple(sorted(self.lddw.items())))
 
@@ -122,9 +136,47 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     p = Prepared(program, config, registry, runtime, ptype)
     p.calls = resolve_calls(program, registry)
     p.lddw, p.used_maps = resolve_lddw(program, runtime)
-    # [verify: the verifier plugs in here, with p.used_maps and p.ptype]
+    _verify(p)
     for m in p.used_maps:
         bind = getattr(m, "bind_owner", None)
         if bind is not None:
             bind(p)
     return p
+
+
+def _verify(p: Prepared) -> None:
+    """The verify step: sets p.safety, p.proof / p.verifier_error and p.code_config per Config.safety."""
+    from .errors import VerifierError
+    config = p.config
+    p.code_config = config
+    if config.safety in ("checked", "trusted"):
+        p.safety = config.safety
+        return
+    from .verifier import verify
+    try:
+        proof = verify(p.program, runtime=p.runtime, helpers=p.helpers, config=config, mem_size=config.mem_size)
+        limit = config.insn_limit
+        if limit is not None and proof.insn_processed > limit:
+            raise VerifierError(f"a path may run {proof.insn_processed} instructions, more than "
+                                f"Config.insn_limit={limit}: the meter stays", None)
+    except VerifierError as e:
+        if config.safety == "verified":
+            raise
+        logger.debug("program %r runs checked: %s", p.program.name, e)
+        p.safety, p.verifier_error = "checked", e
+        return
+    except Exception as e:  # noqa: BLE001 - a verifier bug must not stop a program that checked mode runs
+        if config.safety == "verified":
+            raise VerifierError(f"the verifier failed: {type(e).__name__}: {e}", None) from e
+        logger.warning("verifier failed on %r (%s: %s); running it in checked mode", p.program.name,
+                       type(e).__name__, e)
+        p.safety, p.verifier_error = "checked", e
+        return
+    p.safety, p.proof = "verified", proof
+    p.code_config = config.with_(safety="trusted", insn_limit=None)
+    forms = p.program.forms
+    # a raw program's mem is "mem" to the verifier (as is ringbuf memory: conservative); other types' context
+    # rules (read-only kprobe pt_regs ...) are the verifier's own
+    p.writes_ctx = p.ptype.name == "raw" and any(
+        "mem" in kinds for pc, kinds in (proof.access_types or {}).items()
+        if forms[pc] is not None and (forms[pc].op in ("st", "stx") or forms[pc].op.startswith("lock_")))

@@ -10,24 +10,95 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from . import isa
-from .errors import LoadError
+from .errors import ConfigError, LoadError
 from .isa import Form, Insn
+
+
+SAFETY_MODES = ("auto", "verified", "checked", "trusted")
 
 
 @dataclass(frozen=True)
 class Config:
-    """Engine options, shared by the interpreter and the JIT."""
+    """Engine options, shared by the interpreter and the JIT. Every field is checked at construction
+    (ConfigError naming the field).
+
+    safety: "auto" (default: verify; a proven program runs as proven-safe native code without runtime checks
+    or meter, a refused one runs checked and `VM.verifier_error` says why), "verified" (refuse what the
+    verifier does not prove: VerifierError), "checked" (runtime checks everywhere, no verification),
+    "trusted" (no checks, no proof). `checked=True/False` is the older spelling of "checked"/"trusted".
+    mem_size: raw programs' memory has at least this many bytes (the verifier relies on it; every run checks
+    it before the program starts). allow_loops: the verifier accepts bounded loops (default) or refuses
+    back-edges as older kernels did.
+    """
     cpu: int = 4                                  # CPU version v1..v4 accepted at load
     groups: frozenset = isa.ALL_GROUPS            # conformance groups accepted at load
     insn_limit: int | None = 10_000_000           # instructions per run before RuntimeFault("insn_limit")
     max_call_depth: int = 8                       # frames (the entry frame counts)
     stack_size: int = 512                         # bytes per frame
-    checked: bool = True                          # JIT: bounds-check memory + meter (interpreter always checks)
+    checked: bool | None = None                   # alias: True = safety "checked", False = "trusted"
     opt_level: int = 2                            # JIT: LLVM optimisation level 0..3
     tail_call_limit: int = 32                     # chained tail calls per run
+    safety: str = "auto"                          # see above
+    mem_size: int | None = None                   # raw programs: minimum mem length (verifier, run check)
+    allow_loops: bool = True                      # verifier: bounded loops allowed
+
+    def __post_init__(self):
+        for name, rule in _CONFIG_RULES.items():
+            value = getattr(self, name)
+            problem = rule(value)
+            if problem:
+                raise ConfigError(f"{problem}; got {value!r}", name)
+        # `checked` is derived from `safety` (True unless trusted); checked=False alone means "trusted"
+        safety, checked = self.safety, self.checked
+        if checked is False and safety == "auto":
+            object.__setattr__(self, "safety", "trusted")
+        elif checked is not None and checked != (safety != "trusted"):
+            raise ConfigError(f"checked={checked} contradicts safety={safety!r} (use one of them)", "checked")
+        object.__setattr__(self, "checked", self.safety != "trusted")
 
     def with_(self, **kw) -> "Config":
+        if "safety" in kw and "checked" not in kw:
+            kw["checked"] = None
+        elif "checked" in kw and "safety" not in kw:
+            kw["safety"] = "auto" if kw["checked"] is not False else "trusted"
         return replace(self, **kw)
+
+
+def _int_in(lo: int, hi: int, none_ok: bool = False):
+    def rule(v):
+        if v is None and none_ok:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be an int{' or None' if none_ok else ''}"
+        return None if lo <= v <= hi else f"must be in {lo}..{hi}"
+    return rule
+
+
+def _stack_rule(v):
+    problem = _int_in(8, 1 << 20)(v)
+    return problem or (None if v % 8 == 0 else "must be a multiple of 8")
+
+
+def _groups_rule(v):
+    if not isinstance(v, frozenset):
+        return "must be a frozenset of conformance group names"
+    unknown = v - isa.ALL_GROUPS
+    return f"unknown groups {sorted(unknown)}; known: {sorted(isa.ALL_GROUPS)}" if unknown else None
+
+
+_CONFIG_RULES = {
+    "cpu": _int_in(1, 4),
+    "groups": _groups_rule,
+    "insn_limit": _int_in(1, (1 << 63) - 1, none_ok=True),
+    "max_call_depth": _int_in(1, 8),
+    "stack_size": _stack_rule,
+    "checked": lambda v: None if v is None or isinstance(v, bool) else "must be True, False or None",
+    "opt_level": _int_in(0, 3),
+    "tail_call_limit": _int_in(0, 32),
+    "safety": lambda v: None if v in SAFETY_MODES else f"must be one of {', '.join(SAFETY_MODES)}",
+    "mem_size": _int_in(0, 1 << 40, none_ok=True),
+    "allow_loops": lambda v: None if isinstance(v, bool) else "must be True or False",
+}
 
 
 DEFAULT_CONFIG = Config()

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import FAULT_MESSAGES, ConfigError, RuntimeFault
 from .helpers import HelperContext
 from .log import get_logger
 
@@ -93,28 +93,33 @@ def as_bytes_view(mem, what: str = "mem") -> tuple[np.ndarray, bool]:
     raise ConfigError(f"must be {ACCEPTED}; got {_describe(mem)}", what)
 
 
-def check_ctx_size(ptype, nbytes: int, what: str = "mem") -> None:
+def check_ctx_size(ptype, nbytes: int, what: str = "mem", min_size: int | None = None) -> None:
+    """The program type's context size; Config.mem_size (the minimum a verified raw program relies on)."""
     if ptype.ctx_size is not None and nbytes != ptype.ctx_size:
         raise ConfigError(f"a {ptype.name} program's context is {ptype.ctx} of {ptype.ctx_size} bytes; got "
                           f"{nbytes} bytes", what)
+    if min_size is not None and nbytes < min_size:
+        raise RuntimeFault("mem_size", 0, f"{FAULT_MESSAGES['mem_size']}: {what} has {nbytes} bytes, "
+                           f"Config.mem_size is {min_size} (checked before the program starts)")
 
 
-def ctx_buffer(ptype, mem, readonly: bool) -> tuple[np.ndarray | None, int]:
+def ctx_buffer(ptype, mem, readonly: bool, min_size: int | None = None) -> tuple[np.ndarray | None, int]:
     """(context buffer or None, permissions) of one run: the checks both engines share. Bytes are copied
     into a private writable buffer (the program may store into its mem; `VM.last_mem` shows it)."""
     if mem is None:
         if ptype.ctx_size is not None:
             raise ConfigError(f"a {ptype.name} program needs its context ({ptype.ctx}, {ptype.ctx_size} bytes)",
                               "mem")
+        check_ctx_size(ptype, 0, "mem", min_size)
         return None, PERM_RW
     buf, writable = as_bytes_view(mem)
-    check_ctx_size(ptype, buf.size)
+    check_ctx_size(ptype, buf.size, "mem", min_size)
     if isinstance(mem, bytes):
         buf, writable = buf.copy(), True
     return buf, PERM_R if readonly or ptype.ctx_readonly or not writable else PERM_RW
 
 
-def records_view(ptype, records, readonly: bool) -> tuple[np.ndarray, int]:
+def records_view(ptype, records, readonly: bool, min_size: int | None = None) -> tuple[np.ndarray, int]:
     """(2-D uint8 view with one row per record, permissions) for run_batch; ConfigError for other input."""
     if not isinstance(records, np.ndarray):
         raise ConfigError(f"must be a C-contiguous numpy array with one record per row (2-D uint8 or 1-D "
@@ -128,7 +133,7 @@ def records_view(ptype, records, readonly: bool) -> tuple[np.ndarray, int]:
     stride = records.strides[0] if n else records.dtype.itemsize * int(np.prod(records.shape[1:], dtype=np.int64))
     if n and stride <= 0:
         raise ConfigError("records must have a positive record size", "records")
-    check_ctx_size(ptype, stride, "records")
+    check_ctx_size(ptype, stride, "records", min_size if n else None)
     flat = records.reshape(n, -1).view(np.uint8).reshape(n, stride) if n else np.zeros((0, 0), np.uint8)
     return flat, PERM_R if readonly or ptype.ctx_readonly or not records.flags.writeable else PERM_RW
 
@@ -152,6 +157,7 @@ class RunEnv:
         self.runtime = prepared.runtime
         cfg = prepared.config
         self.stack_bytes = cfg.stack_size * cfg.max_call_depth
+        self.min_size = cfg.mem_size
 
     def stack(self) -> Region:
         return thread_stack(self.stack_bytes)

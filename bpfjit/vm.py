@@ -44,6 +44,17 @@ class VM:
         self.ptype = self.prepared.ptype
         self.engine = cls(self.prepared)
 
+    @property
+    def safety(self) -> str:
+        """The mode this VM actually runs in: "verified" (proven safe: native code without runtime checks),
+        "checked" (runtime checks) or "trusted" (Config(safety="trusted"))."""
+        return self.prepared.safety
+
+    @property
+    def verifier_error(self):
+        """Why Config(safety="auto") runs this program checked (a VerifierError), None when proven."""
+        return self.prepared.verifier_error
+
     def run(self, mem=None, *, readonly: bool = False) -> int:
         """Run once. mem (bytes-like or numpy array, per the program type) is the context: for raw programs
         r1 = its address and r2 = its length. numpy arrays, bytearrays and writable memoryviews are used in
@@ -73,7 +84,7 @@ class VM:
         structured dtype). The JIT runs the whole batch in one native call. A fault raises RuntimeFault
         with `.record` set to the index of the faulting record.
         """
-        flat, perms = records_view(self.ptype, records, readonly)
+        flat, perms = records_view(self.ptype, records, readonly, self.config.mem_size)
         with exclusive() as ok:
             if not ok:
                 return np.zeros(len(flat), dtype=np.uint64)

@@ -132,7 +132,7 @@ def test_disasm_shows_invalid_slots(write, capsys):
 
 def test_disasm_ir(write, capsys):
     path = write("p.s", ADD)
-    assert cli.main(["disasm", path, "--ir"]) == 0
+    assert cli.main(["disasm", path, "--ir", "--safety", "checked"]) == 0
     checked = capsys.readouterr().out
     assert "define" in checked and "@bpf_run" in checked
     assert cli.main(["disasm", path, "--ir", "--unchecked"]) == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bpfjit import VM, Config, Program, RuntimeFault
+from bpfjit import ConfigError, VM, Config, Program, RuntimeFault
 from bpfjit.helpers import Helper, HelperRegistry, default_registry
 from bpfjit.isa import Insn
 from bpfjit.vm import thread_stack
@@ -233,14 +233,14 @@ def test_gotol_beyond_16_bit_offsets(engine):
 LOOP = "mov %r0, 0\nloop:\nadd %r0, 1\nja loop\n"           # blocks: [0] costs 1, [1, 2] cost 2
 
 
-@pytest.mark.parametrize("limit, pc", [(0, 0), (1, 1), (2, 1), (1000, 1), (1001, 1)])
+@pytest.mark.parametrize("limit, pc", [(1, 1), (2, 1), (1000, 1), (1001, 1)])
 def test_infinite_loop_hits_the_limit_at_the_block_leader(engine, limit, pc):
-    err = fault_of(make_vm(LOOP, engine, Config(insn_limit=limit)))
+    err = fault_of(make_vm(LOOP, engine, Config(safety="checked", insn_limit=limit)))
     assert (err.kind, err.pc, err.addr, err.size) == ("insn_limit", pc, None, None)
 
 
 def test_limit_inside_a_local_call(engine):
-    vm = make_vm("mov %r0, 0\ncall local f\nexit\nf:\nadd %r0, 1\nja f", engine, Config(insn_limit=50))
+    vm = make_vm("mov %r0, 0\ncall local f\nexit\nf:\nadd %r0, 1\nja f", engine, Config(safety="checked", insn_limit=50))
     assert fault_of(vm).key() == ("insn_limit", 3, None, None)
 
 
@@ -248,14 +248,14 @@ STRAIGHT = "mov %r0, 0\n" + "add %r0, 1\n" * 8 + "exit\n"   # 10 instructions, o
 
 
 def test_program_of_exactly_the_limit_runs(engine):
-    vm = make_vm(STRAIGHT, engine, Config(insn_limit=10))
+    vm = make_vm(STRAIGHT, engine, Config(safety="checked", insn_limit=10))
     assert vm.run() == 8
     assert vm.engine.last_count == 10
 
 
 def test_block_is_charged_on_entry(engine):
     # one instruction short: the whole block is refused before its first instruction runs
-    assert fault_of(make_vm(STRAIGHT, engine, Config(insn_limit=9))).key() == ("insn_limit", 0, None, None)
+    assert fault_of(make_vm(STRAIGHT, engine, Config(safety="checked", insn_limit=9))).key() == ("insn_limit", 0, None, None)
 
 
 COUNTED = """
@@ -271,7 +271,7 @@ exit
 
 @pytest.mark.parametrize("limit", [18, 19, 10_000_000])
 def test_last_count_is_the_number_of_executed_instructions(engine, limit):
-    vm = make_vm(COUNTED, engine, Config(insn_limit=limit))
+    vm = make_vm(COUNTED, engine, Config(safety="checked", insn_limit=limit))
     assert vm.run() == 10
     assert vm.engine.last_count == 18
 
@@ -280,22 +280,22 @@ def test_last_count_is_the_number_of_executed_instructions(engine, limit):
 # backward-jump targets); other blocks just add their cost, so a run may pass the limit by one acyclic stretch.
 def test_meter_compares_at_loop_heads(engine):
     # limit 16: the loop head (pc 2) is refused on its fifth entry (14 + 3 > 16)
-    assert fault_of(make_vm(COUNTED, engine, Config(insn_limit=16))).key() == ("insn_limit", 2, None, None)
+    assert fault_of(make_vm(COUNTED, engine, Config(safety="checked", insn_limit=16))).key() == ("insn_limit", 2, None, None)
 
 
 def test_block_after_the_last_meter_point_is_charged_not_checked(engine):
     # limit 17: the last loop-head check sees 17; the exit block (pc 5) takes the count to 18 unchecked
-    vm = make_vm(COUNTED, engine, Config(insn_limit=17))
+    vm = make_vm(COUNTED, engine, Config(safety="checked", insn_limit=17))
     assert vm.run() == 10
     assert vm.engine.last_count == 18
 
 
 def test_acyclic_program_is_checked_at_entry_only(engine):
     text = "mov %r0, 1\njeq %r0, 1, +0\nadd %r0, 1\nja +0\nadd %r0, 1\nexit"    # blocks of 2, 2, 2
-    vm = make_vm(text, engine, Config(insn_limit=2))
+    vm = make_vm(text, engine, Config(safety="checked", insn_limit=2))
     assert vm.run() == 3
     assert vm.engine.last_count == 6
-    assert fault_of(make_vm(text, engine, Config(insn_limit=1))).key() == ("insn_limit", 0, None, None)
+    assert fault_of(make_vm(text, engine, Config(safety="checked", insn_limit=1))).key() == ("insn_limit", 0, None, None)
 
 
 @pytest.mark.parametrize("text, count", [
@@ -305,27 +305,44 @@ def test_acyclic_program_is_checked_at_entry_only(engine):
     ("mov %r2, 5\ncall %r2\nmov %r0, 0\nexit", 4),
 ], ids=["lddw", "local-call", "branch", "callx"])
 def test_last_count_of_shapes(engine, text, count):
-    vm = make_vm(text, engine)
+    vm = make_vm(text, engine, Config(safety="checked"))
     vm.run()
     assert vm.engine.last_count == count
 
 
+def test_proven_programs_run_without_the_meter(engine):
+    """Config(safety="auto") (the default) runs a program the verifier proves without runtime checks or
+    meter in the JIT (last_count is None there); the interpreter still counts. Results are the same."""
+    vm = make_vm(COUNTED, engine)
+    assert vm.safety == "verified" and vm.verifier_error is None
+    assert vm.run() == 10
+    assert vm.engine.last_count == (18 if engine == "interp" else None)
+    unproven = make_vm("ldxb %r0, [%r1]\nexit", engine)        # r1's size is unknown without mem_size
+    assert unproven.safety == "checked" and "mem_size=0" in str(unproven.verifier_error)
+    assert unproven.run(b"\x07") == 7 and unproven.engine.last_count == 2
+
+
+def test_insn_limit_zero_is_refused():
+    with pytest.raises(ConfigError, match="insn_limit"):
+        Config(insn_limit=0)
+
+
 def test_meter_restarts_for_every_run_of_bench_and_batch(engine):
-    cfg = Config(insn_limit=18)                              # exactly one run of COUNTED
+    cfg = Config(safety="checked", insn_limit=18)                              # exactly one run of COUNTED
     vm = make_vm(COUNTED, engine, cfg)
     assert vm.bench(np.zeros(8, dtype=np.uint8), n=5) == 10
     assert vm.run_batch(np.zeros((3, 4), dtype=np.uint8)).tolist() == [10, 10, 10]
 
 
 def test_last_count_after_a_fault(engine):
-    vm = make_vm(LOOP, engine, Config(insn_limit=1000))
+    vm = make_vm(LOOP, engine, Config(safety="checked", insn_limit=1000))
     assert vm.engine.last_count == 0
     fault_of(vm)
     assert vm.engine.last_count == 999                     # 1 + 2 * 499 charged before the refused block
 
 
 def test_vm_runs_again_after_a_fault(engine):
-    vm = make_vm("jeq %r2, 0, +1\nja -1\nmov %r0, 3\nexit", engine, Config(insn_limit=100))
+    vm = make_vm("jeq %r2, 0, +1\nja -1\nmov %r0, 3\nexit", engine, Config(safety="checked", insn_limit=100))
     assert fault_of(vm, b"\x01").kind == "insn_limit"
     assert vm.run() == 3
     assert vm.engine.last_count == 3

@@ -25,7 +25,9 @@ def s64(v: int) -> int:
 
 
 def make_runtime(config: Config | None = None, registry=None) -> Runtime:
-    return Runtime(config or Config(), helpers=registry or register_map_helpers(default_registry().copy()))
+    """Checked mode by default: these tests compare the meter (verified code runs without one)."""
+    return Runtime(config or Config(safety="checked"),
+                   helpers=registry or register_map_helpers(default_registry().copy()))
 
 
 @pytest.fixture

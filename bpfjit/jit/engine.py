@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import FAULT_CODE, FAULT_KINDS, RuntimeFault, fault, helper_fault
-from ..memory import PERM_R, PERM_RW
+from ..memory import PERM_R, PERM_RW, PERM_W
 from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer
 from . import compiler
 from . import state as S
@@ -67,6 +67,8 @@ class JITEngine(Engine):
 
     def __init__(self, prepared):
         super().__init__(prepared)
+        self.config = prepared.code_config or prepared.config      # what the code is generated for
+        self._ro_twin = None          # checked twin for read-only runs of a proven program that writes ctx
         plan, callbacks = self._plan_helpers()
         self.callbacks = callbacks
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
@@ -115,7 +117,10 @@ class JITEngine(Engine):
 
     @property
     def last_count(self) -> int:
-        """Instructions charged by the meter in the last run of this engine (metered mode only)."""
+        """Instructions charged by the meter in the last run of this engine; None when the code has no meter
+        (proven-safe or trusted code, or insn_limit=None)."""
+        if not (self.config.checked and self.config.insn_limit is not None):
+            return None
         st = self._last_state
         return int(st[S.COUNT]) if st is not None else 0
 
@@ -195,7 +200,23 @@ class JITEngine(Engine):
             fr = self._local.fast = FastRunner(self, rows, stack.end, regions)
         return fr
 
+    def _checked_twin(self) -> "JITEngine":
+        """The same program compiled with runtime checks: a proven program whose proof lets it store into
+        its context runs read-only input through this (a store must fault, not write)."""
+        if self._ro_twin is None:
+            self._ro_twin = JITEngine(self.prepared.checked_variant())
+        return self._ro_twin
+
+    def _needs_twin(self, mem, readonly: bool) -> bool:
+        return self.prepared.writes_ctx and (readonly or isinstance(mem, np.ndarray) and not mem.flags.writeable
+                                             or isinstance(mem, memoryview) and mem.readonly)
+
     def run(self, mem=None, readonly: bool = False) -> int:
+        if self.prepared.writes_ctx and self._needs_twin(mem, readonly):
+            twin = self._checked_twin()
+            r0 = twin.run(mem, readonly)
+            self._last_mem, self._last_state = twin._last_mem, twin._last_state
+            return r0
         fr = self._local.__dict__.get("fast")
         if fr is None or fr.regions_src is not self.env.runtime_regions():
             fr = self._fast()
@@ -206,7 +227,7 @@ class JITEngine(Engine):
     def _run_general(self, mem, readonly: bool) -> int:
         """A run through a fresh state block and address space (programs with Python helpers)."""
         env = self.env
-        buf, perms = ctx_buffer(env.ptype, mem, readonly)
+        buf, perms = ctx_buffer(env.ptype, mem, readonly, env.min_size)
         self._last_mem = buf
         region = env.ctx_region(buf, perms)
         aspace = env.address_space(region)
@@ -225,6 +246,11 @@ class JITEngine(Engine):
     def run_batch(self, records, perms: int) -> np.ndarray:
         """One run per record; the native loop points region row 0 at each record in turn. The record's
         region stays out of the native table, and Python helpers see it moved to the record being run."""
+        if self.prepared.writes_ctx and not perms & PERM_W:
+            twin = self._checked_twin()
+            out = twin.run_batch(records, perms)
+            self._last_state = twin._last_state
+            return out
         n, stride = records.shape
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
@@ -253,7 +279,9 @@ class JITEngine(Engine):
 
     def bench(self, mem, n: int) -> int:
         env = self.env
-        buf, perms = ctx_buffer(env.ptype, mem, False)
+        if self._needs_twin(mem, False):
+            return self._checked_twin().bench(mem, n)
+        buf, perms = ctx_buffer(env.ptype, mem, False, env.min_size)
         self._last_mem = buf
         region = env.ctx_region(buf, perms)
         aspace = env.address_space(region)
@@ -282,12 +310,13 @@ class FastRunner:
     memoryviews in place, the address of the last array remembered; bytes copied into a scratch buffer) and
     passes only (address, length, permissions) to bpf_run_mem. Input is checked as runenv.ctx_buffer does."""
     __slots__ = ("engine", "st", "st_addr", "table", "call", "regions_src", "ptype", "last_obj", "last_addr",
-                 "last_size", "scratch", "scratch_addr")
+                 "last_size", "scratch", "scratch_addr", "min_size")
 
     def __init__(self, engine: JITEngine, rows, stack_top: int, regions_src):
         self.engine = engine
         self.regions_src = regions_src
         self.ptype = engine.env.ptype
+        self.min_size = engine.env.min_size
         self.table = np.array([(0, 0, 0)] + list(rows), dtype=np.uint64).reshape(-1)
         st = self.st = (ctypes.c_uint64 * S.NSLOTS)()
         self.st_addr = ctypes.addressof(st)
@@ -307,8 +336,8 @@ class FastRunner:
     def run_input(self, mem, readonly: bool) -> int:
         eng = self.engine
         if mem is None:
-            if self.ptype.ctx_size is not None:
-                ctx_buffer(self.ptype, None, readonly)          # raises the shared ConfigError
+            if self.ptype.ctx_size is not None or self.min_size:
+                ctx_buffer(self.ptype, None, readonly, self.min_size)     # raises the shared error
             eng._last_mem = None
             return self.run(0, 0, PERM_RW)
         if mem is self.last_obj:                                  # the same array again: address is known
@@ -316,7 +345,7 @@ class FastRunner:
             writable = mem.flags.writeable
         elif type(mem) is bytes:
             size = len(mem)
-            check_ctx_size(self.ptype, size)
+            check_ctx_size(self.ptype, size, "mem", self.min_size)
             if size > len(self.scratch):
                 self.scratch = np.zeros(max(size, 2 * len(self.scratch)), dtype=np.uint8)
                 self.scratch_addr = addr_of(self.scratch)
@@ -327,7 +356,7 @@ class FastRunner:
         else:
             buf, writable = as_bytes_view(mem)
             size = buf.size
-            check_ctx_size(self.ptype, size)
+            check_ctx_size(self.ptype, size, "mem", self.min_size)
             addr = addr_of(buf) if size else 0
             if isinstance(mem, np.ndarray):
                 self.last_obj, self.last_addr, self.last_size = mem, addr, size

@@ -60,6 +60,8 @@ def check_mem(v, st, pc: int, regno: int, off: int, size: int, kind: str, value:
         return stack_access(v, st, pc, regno, reg, off, size, kind, value)
     if t is MAP_VALUE or t is MEM:
         limit = reg.map.value_size if t is MAP_VALUE else reg.size
+        if kind != "read" and t is MAP_VALUE and getattr(reg.map, "frozen", False):
+            raise err(f"write into map forbidden, value_size={limit} off={off + reg.off} size={size}", pc)
         _region_bounds(v, reg, regno, off, size, size, limit, pc, kind)
         return loaded(size) if kind == "read" else None
     if t is CTX:
@@ -215,6 +217,9 @@ def check_helper_mem(v, st, pc: int, regno: int, size_min: int, size_max: int, w
     if stack_only:
         raise err(f"R{regno} type={t} expected=fp", pc)
     if t is MAP_VALUE or t is MEM:
+        if write and t is MAP_VALUE and getattr(reg.map, "frozen", False):
+            raise err(f"write into map forbidden, value_size={reg.map.value_size} off={reg.off} size={size_max}",
+                      pc)
         _region_bounds(v, reg, regno, 0, size_min, size_max, reg.map.value_size if t is MAP_VALUE else reg.size,
                        pc, "write" if write else "read")
         return
