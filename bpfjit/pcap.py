@@ -214,9 +214,9 @@ class _PcapNg:
                 if not self.strict:
                     break
                 raise self.err(f"truncated block header ({n - pos} bytes)", pos)
-            btype = struct.unpack_from("<I", self.raw, pos)[0]
-            if btype == NG_SHB:
+            if self.raw[pos:pos + 4] == b"\n\r\r\n":         # SHB: the same in both byte orders
                 self._section(pos)
+            btype = self.u32(pos)
             blen = self.u32(pos + 4)
             if blen < 12 or blen % 4:
                 raise self.err(f"bad block length {blen}", pos + 4)
