@@ -6,6 +6,8 @@ Public API: `Program` (load from bytes/asm/ELF), `Config`, `VM` (program + engin
 from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, RuntimeFault, VerifierError
 from .program import Config, Program
 from .vm import ENGINES, VM, run
+from .errors import PcapError  # noqa: E402  (packets: classic BPF and pcap files)
+from . import cbpf, pcap  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -21,4 +23,4 @@ def disassemble(prog) -> str:
 
 
 __all__ = ["AssemblerError", "BPFError", "ConfigError", "ELFError", "LoadError", "RuntimeFault", "VerifierError", "Config", "Program",
-           "ENGINES", "VM", "run", "assemble", "disassemble", "__version__"]
+           "ENGINES", "VM", "run", "assemble", "disassemble", "__version__", "PcapError", "cbpf", "pcap"]

@@ -10,8 +10,9 @@ magic; pcapng sections (either byte order) with SHB, IDB (if_tsresol, if_tsoffse
 obsolete PB, several interfaces and sections; other blocks are skipped. `.data` is the file itself
 (read once with numpy), offsets point into it: no per-packet copy. For pcap whose records all have the
 same captured length the header walk is vectorised (one strided numpy view, no per-packet Python);
-otherwise the walk needs each header to find the next one, done with one struct unpack per record. A
-library such as dpkt or scapy would build a Python object per packet, which is what this module avoids.
+otherwise the walk needs each header to find the next one: a small native loop (pcapwalk.py, llvmlite)
+copies the record headers out, then numpy decodes them. A library such as dpkt or scapy would build a
+Python object per packet, which is what this module avoids.
 Malformed input raises `PcapError` with the byte offset.
 
 Writing: classic little-endian pcap (nanosecond magic by default).
@@ -168,12 +169,37 @@ def _fixed_records(buf, order):
     return words[:, 0], words[:, 1], words[:, 2], words[:, 3], offsets
 
 
+CHUNK = 1 << 18                 # records per call of the native walk
+
+
 def _walk_records(buf, order, strict, path):
+    """Sequential header walk (native, pcapwalk.py); errors are reported by the Python walk."""
+    from . import pcapwalk
+    swap = (order == ">") != (np.little_endian is False)
+    parts_off, parts_hdr = [], []
+    pos = 24
+    while True:
+        offs = np.empty(CHUNK, dtype=np.int64)
+        hdrs = np.empty((CHUNK, 16), dtype=np.uint8)
+        n, pos, status = pcapwalk.walk(buf, pos, swap, offs, hdrs)
+        parts_off.append(offs[:n])
+        parts_hdr.append(hdrs[:n])
+        if status or n < CHUNK:
+            break
+    offs = np.concatenate(parts_off)
+    words = np.concatenate(parts_hdr).view(np.dtype(order + "u4")).reshape(-1, 4).astype(np.int64)
+    recs = [words[:, 0], words[:, 1], words[:, 2], words[:, 3], offs + 16]
+    if status:                                       # the Python walk raises (or, not strict, stops)
+        rest = _walk_records_py(buf, order, strict, path, pos)
+        recs = [np.concatenate([a, b]) for a, b in zip(recs, rest)]
+    return tuple(recs)
+
+
+def _walk_records_py(buf, order, strict, path, pos=24):
     raw = memoryview(buf)
     n_bytes = len(buf)
     hdr = struct.Struct(order + "IIII")
     sec, frac, incl, orig, offs = [], [], [], [], []
-    pos = 24
     while pos < n_bytes:
         if pos + 16 > n_bytes:
             if not strict:
