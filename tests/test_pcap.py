@@ -242,3 +242,19 @@ def test_missing_file(tmp_path):
 
 def test_parse_from_bytes():
     assert list(pcap.parse(GOOD)) == FRAMES[:2]
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_native_walk_in_chunks(tmp_path, monkeypatch, order):
+    monkeypatch.setattr(pcap, "CHUNK", 7)
+    frames = [bytes([i % 256]) * (1 + (i * 37) % 200) for i in range(50)]
+    path = tmp_path / "v.pcap"
+    img = pcap_bytes(frames, order)
+    path.write_bytes(img)
+    p = pcap.read(path)
+    assert list(p) == frames and p.timestamps[49] == (1000 + 49) * 10**9 + 490 * 1000
+    path.write_bytes(img[:-5])                       # truncated last record, found after several chunks
+    with pytest.raises(PcapError, match="truncated record") as e:
+        pcap.read(path)
+    assert e.value.offset == len(img) - 16 - len(frames[-1])
+    assert list(pcap.read(path, strict=False)) == frames[:-1]

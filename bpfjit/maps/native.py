@@ -1,4 +1,4 @@
-"""The map operations, written once in LLVM IR: the runtime module both engines call.
+"""The map operations, written once in LLVM IR: the runtime module both engines call (LPM tries: native_lpm.py).
 
 `build_module(consts)` returns an llvmlite.ir.Module exporting (every argument and result an i64):
 
