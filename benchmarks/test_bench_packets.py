@@ -153,3 +153,66 @@ def test_numpy_vectorised(benchmark, packets):
     rec, _, expected = packets
     out = _record(benchmark, len(rec), lambda: numpy_filter(rec), engine="numpy")
     assert (out == expected).all()
+
+
+# ---------------------------------------------------------------- an LPM lookup per packet
+LPM_PROG = """
+    ldxw %r2, [%r1+30]          # IPv4 destination address of the record
+    stxw [%r10-4], %r2
+    stw [%r10-8], 32
+    lddw %r1, map(routes)
+    mov %r2, %r10
+    add %r2, -8
+    call map_lookup_elem
+    jeq %r0, 0, +2
+    ldxdw %r0, [%r0+0]
+    exit
+    mov %r0, 0
+    exit
+"""
+
+
+@pytest.fixture(scope="module")
+def lpm_runtime(packets):
+    from bpfjit.helpers import default_registry
+    from bpfjit.helpers.map_helpers import register_map_helpers
+    from bpfjit.maps import LpmTrieMap
+    from bpfjit.runtime import Runtime
+    rec = packets[0]
+    rng = np.random.default_rng(5)
+    routes = LpmTrieMap(8, 8, 4096, value_type=np.uint64)
+    model = {}
+    rows = rng.choice(len(rec), 1000, replace=False)
+    for i, row in enumerate(rows):          # prefixes of addresses that occur, several lengths
+        plen = int(rng.choice([8, 16, 20, 24, 32]))
+        addr = int.from_bytes(rec[row, 30:34].tobytes(), "big")
+        net = addr & (((1 << plen) - 1) << (32 - plen))
+        routes[(plen, net)] = i + 1
+        model[(plen, net)] = i + 1
+    rt = Runtime(Config(), helpers=register_map_helpers(default_registry().copy()))
+    rt.add_map(routes, "routes")
+    return rt, model
+
+
+def lpm_model(model, rec):
+    out = []
+    for r in rec:
+        addr = int.from_bytes(r[30:34].tobytes(), "big")
+        v = 0
+        for plen in (32, 24, 20, 16, 8):
+            v = model.get((plen, addr & (((1 << plen) - 1) << (32 - plen))), 0)
+            if v:
+                break
+        out.append(v)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["jit", "interp"])
+def test_lpm_lookup_per_packet(benchmark, packets, lpm_runtime, engine):
+    benchmark.group = "packets:lpm_lookup"
+    rt, model = lpm_runtime
+    rec = packets[0] if engine == "jit" else np.ascontiguousarray(packets[0][:INTERP_N])
+    vm = VM(rt.assemble(LPM_PROG), engine, rt.config, runtime=rt)
+    out = _record(benchmark, len(rec), lambda: vm.run_batch(rec, readonly=True), engine=engine)
+    assert out[:INTERP_N].tolist() == lpm_model(model, rec[:INTERP_N])
+    assert (out != 0).any()

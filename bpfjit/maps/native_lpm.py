@@ -52,6 +52,22 @@ class LpmOps:
             f.memset(f.add(buf, 4, f.get(bi)), 0, f.b.sub(dsize, f.get(bi)))
         f.ret(0)
 
+    def _truncate_down(self, f: Fn, buf, ln, zeroed):
+        """lpm_truncate for a lookup's descending lengths: clears only the bytes not cleared yet."""
+        f.st(buf, ln, I32, align=1)
+        bi = f.b.lshr(ln, c64(3))
+        rem = f.b.and_(ln, c64(7))
+        keep_to = f.add(bi, f.b.zext(f.ne(rem, 0), I64))
+        j = f.var(keep_to)
+        with f.while_(lambda: f.ult(f.get(j), f.get(zeroed))):
+            f.st(f.add(buf, 4, f.get(j)), c64(0), I8)
+            f.put(j, f.add(f.get(j), 1))
+        f.put(zeroed, keep_to)
+        with f.if_(f.ne(rem, 0)):
+            p = f.add(buf, 4, bi)
+            keep = f.b.and_(f.b.lshr(c64(0xFF00), rem), c64(0xFF))
+            f.st(p, f.b.and_(f.ld(p, I8), keep), I8)
+
     def _lpm_lookup(self):
         f = self.new("lpm_lookup", 2)
         desc, key = f.args
@@ -62,6 +78,7 @@ class LpmOps:
         f.memcpy(buf, key, ks)
         bitmap = f.f(desc, "LPM_BITMAP")
         length = f.var(plen)
+        zeroed = f.var(f.b.sub(ks, c64(4)))          # data bytes from here on are already zero
         with f.while_(lambda: ir.Constant(I1, 1)):
             cur = f.get(length)
             w = f.var(f.b.lshr(cur, c64(6)))
@@ -73,7 +90,7 @@ class LpmOps:
                 f.put(bits, f.ld(f.elem(bitmap, f.get(w))))
             top = f.b.sub(c64(63), f.b.ctlz(f.get(bits), ir.Constant(I1, 1)))
             ln = f.add(f.b.shl(f.get(w), c64(6)), top)
-            self.call(f, "lpm_truncate", desc, buf, ln)
+            self._truncate_down(f, buf, ln, zeroed)
             e = self.call(f, "hash_find", desc, buf, self.call(f, "hash_key", buf, ks))
             f.ret_if(f.sge(e, 0), self.vaddr(f, desc, e, c64(0)))
             f.ret_if(f.eq(ln, 0), 0)
