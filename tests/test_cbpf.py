@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from . import pktdecode
-from bpfjit import VM, BPFError, LoadError, cbpf, pcap
+from bpfjit import VM, BPFError, Config, LoadError, cbpf, pcap
 from bpfjit.cbpf import SKF_AD, SKF_LL_OFF, SKF_NET_OFF, interp, libpcap
 from bpfjit.cbpf.opcodes import OPS
 
@@ -245,6 +245,29 @@ def test_unsupported_ancillary_refused(name):
 def test_unknown_ancillary_constant_refused():
     with pytest.raises(LoadError, match="unknown ancillary constant"):
         cbpf.load([RET_A], anc={"colour": 1})
+
+
+@pytest.mark.parametrize("insns,kw,match", [
+    (None, {}, "sequence"),
+    ("6 0 0 0", {}, "sequence"),
+    ([RET_A], {"anc": {"mark": "x"}}, "u32 integer"),
+    ([RET_A], {"anc": {"mark": -1}}, "u32 integer"),
+    ([RET_A], {"nhoff": -1}, "nhoff"),
+    ([RET_A], {"nhoff": "14"}, "nhoff"),
+])
+def test_bad_arguments(insns, kw, match):
+    with pytest.raises(LoadError, match=match):
+        cbpf.load(insns, **kw)
+
+
+def test_unchecked_jit_keeps_packet_semantics(mixed):
+    """Config(checked=False) drops memory checks, not the packet-bounds rule of ld abs/ind."""
+    cfg = Config(checked=False, insn_limit=None)
+    for name in ("ip_tcp_dport80", "host_10_0_0_1", "vlan_udp"):
+        prog = cbpf.from_tcpdump(pktdecode.ddd(name), config=cfg)
+        vm = VM(prog, "jit", cfg)
+        assert [vm.run(f) for f in mixed] == [interp.run(prog.cbpf, f) for f in mixed]
+        assert vm.run(b"\x00" * 13) == 0
 
 
 def test_nhoff_option(engine):

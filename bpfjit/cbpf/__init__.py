@@ -34,6 +34,11 @@ def load(insns, *, name: str = "cbpf", nhoff: int = 14, anc: dict | None = None,
     if unknown:
         raise LoadError(f"unknown ancillary constant(s) {', '.join(sorted(unknown))}; "
                         f"known: {', '.join(ANC_DEFAULTS)}")
+    for key, value in (anc or {}).items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0xFFFFFFFF:
+            raise LoadError(f"ancillary constant {key} must be a u32 integer, not {value!r}")
+    if not isinstance(nhoff, int) or isinstance(nhoff, bool) or not 0 <= nhoff <= 0xFFFF:
+        raise LoadError(f"nhoff must be an integer 0..65535, not {nhoff!r}")
     prog = Program.from_insns(convert(filt, nhoff=nhoff, anc=anc), config, name=name, prog_type=PROG_TYPE)
     prog.cbpf = filt
     return prog

@@ -38,6 +38,8 @@ def _as_filter(pc: int, ins) -> SockFilter:
 
 
 def check(insns) -> list[SockFilter]:
+    if isinstance(insns, (str, bytes)) or not hasattr(insns, "__iter__"):
+        raise LoadError(f"a classic BPF program is a sequence of (code, jt, jf, k), not {type(insns).__name__}")
     prog = [_as_filter(pc, ins) for pc, ins in enumerate(insns)]
     n = len(prog)
     if n == 0:
