@@ -269,7 +269,7 @@ class _PcapNg:
                     raise self.err(f"packet data ({cap} bytes) overruns its block", pos)
                 gi = self._iface_index(iface, pos)
                 offs.append(data), lens.append(cap), origs.append(orig), ifs.append(gi)
-                ts.append(self._ns(gi, (hi << 32) | lo))
+                ts.append(self._ns(gi, (hi << 32) | lo, pos))
             elif btype == NG_SPB:
                 if end - body < 4:
                     raise self.err("simple packet block too short", pos)
@@ -325,9 +325,12 @@ class _PcapNg:
             raise self.err(f"packet refers to interface {iface}, which is not described", pos)
         return gi
 
-    def _ns(self, gi, units):
+    def _ns(self, gi, units, pos):
         _, _, (num, den), offset = self.ifaces[gi]
-        return units * num * _NS // den + offset * _NS
+        ns = units * num * _NS // den + offset * _NS
+        if not -(1 << 63) <= ns < 1 << 63:
+            raise self.err("timestamp out of range of int64 nanoseconds", pos)
+        return ns
 
 
 # ---------------------------------------------------------------- writing

@@ -391,3 +391,24 @@ def test_compile_without_libpcap(monkeypatch):
     with pytest.raises(BPFError, match="libpcap is not installed"):
         cbpf.compile("ip")
     assert not libpcap.available()
+
+
+def test_mutated_programs_load_or_raise_load_error(engine):
+    """Random field mutations of valid programs: LoadError, or a program that agrees with the reference."""
+    rng = random.Random(77)
+    loaded = 0
+    for _ in range(150):
+        insns = [list(i) for i in random_program(rng, rng.randint(4, 20))]
+        for _ in range(rng.randint(1, 3)):
+            ins = rng.choice(insns)
+            fld = rng.randrange(4)
+            ins[fld] = rng.choice([0, 1, 0xFF, 0x100, 0xFFFF, 0x10000, -1, 0xFFFFFFFF, rng.randrange(1 << 16)])
+        try:
+            prog = cbpf.load([tuple(i) for i in insns])
+        except LoadError:
+            continue
+        loaded += 1
+        vm = VM(prog, engine)
+        for pkt in random_packets(rng)[:4]:
+            assert vm.run(pkt) == interp.run(prog.cbpf, pkt)
+    assert loaded > 10

@@ -258,3 +258,28 @@ def test_native_walk_in_chunks(tmp_path, monkeypatch, order):
         pcap.read(path)
     assert e.value.offset == len(img) - 16 - len(frames[-1])
     assert list(pcap.read(path, strict=False)) == frames[:-1]
+
+
+def test_mutated_files_raise_only_pcap_errors():
+    """Random byte and length mutations of valid pcap/pcapng images: parse or PcapError, nothing else."""
+    import random
+    rng = random.Random(3)
+    ng = (shb("<") + idb("<", 1, tsresol=9, tsoffset=1) + epb("<", 0, 5, b"A" * 20) + spb("<", b"B" * 9) +
+          pb("<", 0, 1, b"C" * 3) + shb(">") + idb(">", 1) + epb(">", 0, 7, b"D" * 5))
+    images = [pcap_bytes(FRAMES[:4]), pcap_bytes(FRAMES[:3], ">", nano=True), ng]
+    for _ in range(3000):
+        img = bytearray(rng.choice(images))
+        for _ in range(rng.randint(1, 4)):
+            what = rng.random() if len(img) > 1 else 0.9
+            if what < 0.6:
+                img[rng.randrange(len(img))] = rng.choice([0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)])
+            elif what < 0.8:
+                del img[rng.randrange(len(img)):]
+            else:
+                img += bytes(rng.randrange(256) for _ in range(rng.randint(1, 24)))
+        for strict in (True, False):
+            try:
+                p = pcap.parse(bytes(img), strict=strict)
+            except PcapError:
+                continue
+            assert len(p) == len(p.lengths) and all(len(x) == n for x, n in zip(p, p.lengths.tolist()))
