@@ -20,7 +20,7 @@ import llvmlite.binding as llvm
 from llvmlite import ir
 
 from .jit import compiler
-from .maps.irutil import I1, I32, I64, Fn, c64
+from .maps.irutil import I32, I64, Fn, c64
 
 MAX_CAPLEN = 1 << 28
 _LOCK = threading.Lock()
@@ -59,7 +59,6 @@ def _build() -> str:
     f.st(state, f.get(pos))
     f.st(f.add(state, 8), f.get(status))
     f.ret(f.get(n))
-    _ = I1
     return str(m)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ..errors import LoadError
 from ..isa import Insn
-from .opcodes import OPS, SKF_AD_OFF, SKF_LL_OFF, SKF_NET_OFF, SockFilter, to_s32
+from .opcodes import ANCILLARY, OPS, SKF_AD_OFF, SKF_LL_OFF, SKF_NET_OFF, SockFilter, to_s32
 
 R_A, R_X, R_PKT, R_LEN, R_TMP, R_TMP2, R_FP = 0, 7, 6, 8, 2, 3, 10
 
@@ -198,7 +198,7 @@ def convert(prog: list[SockFilter], *, nhoff: int = 14, anc: dict | None = None)
             if op == "abs":
                 s = to_s32(k)
                 if SKF_AD_OFF <= s < 0:
-                    name = _anc_name(s)
+                    name = ANCILLARY[s - SKF_AD_OFF]
                     if name in UNSUPPORTED_ANC:
                         raise LoadError(f"ancillary load SKF_AD_{name.upper()} is not supported", pc, "k")
                     ANC_EMITTERS[name](e, pc, anc_values)
@@ -253,7 +253,3 @@ def convert(prog: list[SockFilter], *, nhoff: int = 14, anc: dict | None = None)
             _cond_jump(e, pc, o, ins)
     return e.finish()
 
-
-def _anc_name(s: int) -> str:
-    from .opcodes import ANCILLARY
-    return ANCILLARY[s - SKF_AD_OFF]
