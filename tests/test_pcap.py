@@ -283,3 +283,15 @@ def test_mutated_files_raise_only_pcap_errors():
             except PcapError:
                 continue
             assert len(p) == len(p.lengths) and all(len(x) == n for x, n in zip(p, p.lengths.tolist()))
+
+
+def test_example_pcap_filter(tmp_path, capsys):
+    import runpy
+    ex = runpy.run_path(str(pktdecode.DATA.parents[2] / "examples" / "pcap_filter.py"))
+    out = tmp_path / "o.pcap"
+    rc = ex["main"]([str(pktdecode.DATA / "mixed.pcap"), str(pktdecode.DATA / "filters" / "udp_port53.ddd"),
+                     "-o", str(out)])
+    frames = list(pcap.read(out))
+    assert rc == 0 and len(frames) == 10 and all(pktdecode.matches("udp_port53", f) for f in frames)
+    assert "10 of 400 packets match" in capsys.readouterr().out
+    assert ex["main"]([str(tmp_path / "missing.pcap")]) == 1
