@@ -26,7 +26,12 @@ Maps
 
 Errors (all derive from BPFError)
     BPFError, AssemblerError (line), LoadError (pc, field), VerifierError, ELFError (section, offset),
-    ConfigError (field), RuntimeFault (kind, pc, addr, size), MapError (errno), DataFileError (line)
+    ConfigError (field), RuntimeFault (kind, pc, addr, size), MapError (errno), DataFileError (line),
+    PcapError (offset)
+
+Packets
+    cbpf             classic BPF: cbpf.from_tcpdump(text), cbpf.load(insns), cbpf.compile(expr) (libpcap)
+    pcap             pcap/pcapng files: pcap.read(path) -> Packets, pcap.write(path, ...)
 
 Logging: the library logs to `logging.getLogger("bpfjit")` (a NullHandler by default) and never prints.
 The runtime, maps and program types are imported on first use (they pull in the helper libraries).
@@ -37,7 +42,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .log import LOGGER_NAME as _LOGGER_NAME  # noqa: F401  (importing log installs the NullHandler)
-from .errors import AssemblerError, BPFError, ConfigError, ELFError, LoadError, RuntimeFault, VerifierError
+from .errors import (AssemblerError, BPFError, ConfigError, ELFError, LoadError, PcapError, RuntimeFault,
+                     VerifierError)
 from .helpers.registry import Helper, HelperContext, HelperRegistry, default_registry
 from .program import Config, Program
 from .vm import ENGINES, VM, run
@@ -93,7 +99,12 @@ _LAZY = {
 }
 
 
+_SUBMODULES = ("cbpf", "pcap")         # bpfjit.cbpf, bpfjit.pcap without importing them first
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'bpfjit' has no attribute {name!r}")
@@ -103,7 +114,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 __all__ = [
@@ -115,6 +126,6 @@ __all__ = [
     "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "create_map",
     "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
-    "MapError", "DataFileError",
+    "MapError", "DataFileError", "PcapError", "cbpf", "pcap",
     "__version__",
 ]

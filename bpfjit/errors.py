@@ -124,3 +124,17 @@ def helper_fault(e: BaseException, pc: int) -> RuntimeFault:
     if isinstance(e, RuntimeFault):
         return RuntimeFault(e.kind, pc, e.message, e.addr, e.size)
     return RuntimeFault("helper", pc, f"helper raised {type(e).__name__}: {e}")
+
+
+class PcapError(BPFError):
+    """A pcap / pcapng file that cannot be read or packets that cannot be written. Carries the byte offset
+    of the problem in the file (None when it is not about a position) and the path."""
+
+    def __init__(self, message: str, offset: int | None = None, path: str | None = None):
+        self.reason = message
+        self.offset = offset
+        self.path = path
+        where = f"{path}: " if path else ""
+        if offset is not None:
+            where += f"offset {offset:#x}: "
+        super().__init__(f"{where}{message}")

@@ -46,7 +46,7 @@ def test_create_map_other_types():
 
 
 @pytest.mark.parametrize("args, match", [
-    (("lpm_trie", 4, 4, 4), "unknown map type"),
+    (("no_such_map", 4, 4, 4), "unknown map type"),
     (("queue", 4, 4, 4), "key_size 0"),
     (("ringbuf", 4, 0, 4096), "key_size and value_size 0"),
     (("ringbuf", 0, 0, 1000), "power of two"),

@@ -10,6 +10,7 @@ helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled f
     RingBufMap(4096).drain()                 records submitted by programs
     ProgArrayMap(8, runtime)[0] = program    tail-call targets
     QueueMap(8, 16).push(v); q.pop()         FIFO (StackMap: LIFO)
+    LpmTrieMap(8, 8, 64)["10.0.0.0/8"] = v    longest-prefix match (m["10.1.2.3"] -> v)
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .base import KeyValueMap, MapBase, MapError
 from .hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
 from .layout import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MAP_TYPES
 from .lib import current_cpu, set_default_ncpus
+from .lpm import LpmTrieMap
 from .progarray import ProgArrayMap
 from .queuestack import QueueMap, StackMap
 from .ring import PerfEventArrayMap, RingBufMap
@@ -26,6 +28,7 @@ MAP_CLASSES = {
     "array": ArrayMap, "percpu_array": PercpuArrayMap, "hash": HashMap, "percpu_hash": PercpuHashMap,
     "lru_hash": LruHashMap, "lru_percpu_hash": LruPercpuHashMap, "prog_array": ProgArrayMap,
     "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap, "queue": QueueMap, "stack": StackMap,
+    "lpm_trie": LpmTrieMap,
 }
 assert set(MAP_CLASSES) == set(MAP_TYPES)
 
@@ -42,4 +45,4 @@ def create_map(type_name: str, key_size: int, value_size: int, max_entries: int,
 __all__ = ["ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
            "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "KeyValueMap",
            "MapError", "create_map", "current_cpu", "set_default_ncpus", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
-           "MAP_CLASSES"]
+           "MAP_CLASSES", "LpmTrieMap"]

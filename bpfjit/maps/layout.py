@@ -55,6 +55,12 @@ FIELDS: dict[str, int] = {
     # perf event array: per-cpu rings, each with a CTL_SLOTS control block at PERF_CTL + i * CTL_BYTES
     "PERF_CTL": 48,      # address of the control blocks
     "PERF_BUF": 49,      # bytes of each cpu's ring (a power of two); ring i data at DATA + i * PERF_BUF
+    # LPM trie (a hash kind keyed by masked keys, see native_lpm.py)
+    "LPM": 56,           # 1: the hash map is an LPM trie
+    "LPM_MAXLEN": 57,    # max prefixlen: 8 * (key_size - 4)
+    "LPM_COUNTS": 58,    # i64[LPM_MAXLEN + 1]: entries per prefix length
+    "LPM_BITMAP": 59,    # u64 words: bit L set while LPM_COUNTS[L] > 0
+    "LPM_ORIG": 60,      # keys as last written, KEY_STRIDE apart (entry order)
 }
 assert len(set(FIELDS.values())) == len(FIELDS) and max(FIELDS.values()) < DESC_SLOTS
 
@@ -68,6 +74,7 @@ assert FIELDS["RING_CTL"] + CTL_SLOTS <= FIELDS["PERF_CTL"]
 MAP_TYPES: dict[str, int] = {
     "hash": 1, "array": 2, "prog_array": 3, "perf_event_array": 4, "percpu_hash": 5, "percpu_array": 6,
     "lru_hash": 9, "lru_percpu_hash": 10, "queue": 22, "stack": 23, "ringbuf": 27,
+    "lpm_trie": 11,
 }
 KIND_ARRAY, KIND_HASH, KIND_PROG_ARRAY, KIND_RINGBUF, KIND_PERF, KIND_QUEUE = 1, 2, 3, 4, 5, 6
 KV_KINDS = (KIND_ARRAY, KIND_HASH)               # maps with lookup/update/delete/get_next_key
@@ -79,6 +86,9 @@ ENOENT, E2BIG, EAGAIN, ENOMEM, EFAULT, EEXIST, EINVAL, ENOSPC = (
 
 # ---- update flags ----
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+
+# ---- map creation flags ----
+BPF_F_NO_PREALLOC = 1
 
 # ---- cpu selectors of the native lookup/update (a cpu index >= 0 selects that copy) ----
 CPU_CURRENT = -1      # the calling thread's cpu (per-cpu maps), copy 0 otherwise

@@ -1,4 +1,4 @@
-"""The map operations, written once in LLVM IR: the runtime module both engines call.
+"""The map operations, written once in LLVM IR: the runtime module both engines call (LPM tries: native_lpm.py).
 
 `build_module(consts)` returns an llvmlite.ir.Module exporting (every argument and result an i64):
 
@@ -37,6 +37,7 @@ from llvmlite import ir
 from . import layout as L
 from .irutil import I8P, I32, I64, Fn, c64, libc
 from .native_hash import HashOps
+from .native_lpm import LpmOps
 from .native_ring import QueueStackOps, RingOps
 
 EXPORTS = {   # name -> number of i64 arguments
@@ -46,7 +47,7 @@ EXPORTS = {   # name -> number of i64 arguments
 }
 
 
-class _Module(HashOps, RingOps, QueueStackOps):
+class _Module(HashOps, RingOps, QueueStackOps, LpmOps):
     """Builds the runtime module: internal building blocks first, then the exported operations."""
 
     def __init__(self, arena_start: int, arena_end: int, ring_table: int, tls_key: int):
@@ -60,7 +61,8 @@ class _Module(HashOps, RingOps, QueueStackOps):
         self.fns: dict[str, ir.Function] = {}
         for name in ("thread_id", "cpu_index", "lock", "unlock", "hash_key", "key_eq", "copy_value",
                      "hash_find", "hash_prev", "lru_unlink", "lru_push_front", "hash_unlink", "hash_update",
-                     "hash_next", "ring_reserve", "commit_hdr"):
+                     "hash_next", "ring_reserve", "commit_hdr", "lpm_truncate", "lpm_lookup", "lpm_update",
+                     "lpm_delete"):
             getattr(self, "_" + name)()
         for name in EXPORTS:
             if name != "bpfmap_thread_id":
@@ -159,6 +161,8 @@ class _Module(HashOps, RingOps, QueueStackOps):
             f.ret_if(f.uge(idx, f.f(desc, "MAX_ENTRIES")), 0)
             f.ret(self.vaddr(f, desc, idx, self.call(f, "cpu_index", desc, cpu)))
         f.ret_if(f.ne(kind, L.KIND_HASH), 0)
+        with f.if_(f.ne(f.f(desc, "LPM"), 0), likely=False):
+            f.ret(self.call(f, "lpm_lookup", desc, key))
         h = self.call(f, "hash_key", key, f.f(desc, "KEY_SIZE"))
         e = f.var(-1)
         touch = f.b.and_(f.ne(f.f(desc, "LRU"), 0), f.eq(f.b.and_(flags, c64(L.LOOKUP_NO_TOUCH)), 0))
@@ -188,12 +192,16 @@ class _Module(HashOps, RingOps, QueueStackOps):
             self.call(f, "copy_value", desc, self.vaddr(f, desc, idx, c64(0)), value, copy, 0)
             f.ret(0)
         f.ret_if(f.ne(kind, L.KIND_HASH), -L.EINVAL)
+        with f.if_(f.ne(f.f(desc, "LPM"), 0), likely=False):
+            f.ret(self.call(f, "lpm_update", desc, key, value, flags))
         f.ret(self.call(f, "hash_update", desc, key, value, flags, copy))
 
     def _delete(self):
         f = self.new("bpfmap_delete", 2, internal=False)
         desc, key = f.args
         f.ret_if(f.ne(f.f(desc, "KIND"), L.KIND_HASH), -L.EINVAL)
+        with f.if_(f.ne(f.f(desc, "LPM"), 0), likely=False):
+            f.ret(self.call(f, "lpm_delete", desc, key))
         h = self.call(f, "hash_key", key, f.f(desc, "KEY_SIZE"))
         lock = f.field_addr(desc, "LOCK")
         self.call(f, "lock", lock)
@@ -251,6 +259,7 @@ class _Module(HashOps, RingOps, QueueStackOps):
         f.set_f(desc, "COUNT", 0)
         f.set_f(desc, "LRU_HEAD", -1)
         f.set_f(desc, "LRU_TAIL", -1)
+        self.lpm_clear(f, desc)
         self.call(f, "unlock", lock)
         f.ret(0)
 
