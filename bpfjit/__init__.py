@@ -21,7 +21,7 @@ Runtime, helpers and program types
 
 Maps
     ArrayMap, PercpuArrayMap, HashMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, ProgArrayMap,
-    RingBufMap, PerfEventArrayMap, QueueMap, StackMap, MapBase (their base class), create_map(type, ...),
+    RingBufMap, PerfEventArrayMap, QueueMap, StackMap, LpmTrieMap, MapBase (their base class), create_map(type, ...),
     BPF_ANY, BPF_NOEXIST, BPF_EXIST (update flags)
 
 Errors (all derive from BPFError)
@@ -94,7 +94,7 @@ _LAZY = {
     "verify": "verifier", "VerifierResult": "verifier",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
-        "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "MapError",
+        "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "MapError",
         "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST")},
 }
 
@@ -123,7 +123,7 @@ __all__ = [
     "Runtime", "HelperRegistry", "Helper", "HelperContext", "default_registry", "pt_regs", "pt_regs_array",
     "PT_REGS",
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",
-    "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "create_map",
+    "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "create_map",
     "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
     "MapError", "DataFileError", "PcapError", "cbpf", "pcap",

@@ -33,9 +33,9 @@ HOMES = {
                                     "ConfigError", "RuntimeFault")},
 }
 MAP_CLASSES = ("ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
-               "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap")
+               "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap")
 ERRORS = ("BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError",
-          "RuntimeFault", "MapError", "DataFileError")
+          "RuntimeFault", "MapError", "DataFileError", "PcapError")
 
 
 # ------------------------------------------------------------------------------------------ exports
