@@ -11,6 +11,7 @@ Programs and engines
     assemble         assembly text -> Program (helpers=registry for `call NAME`, maps=... for `map(NAME)`)
     disassemble      Program or slots -> assembly text (helpers=registry prints `call NAME`)
     ObjectFile       clang-built BPF ELF objects: ObjectFile.open(path).load() (docs/elf.md)
+    Filter           one program over many records: mask / apply / r0, all cores (docs/filtering.md)
 
 Runtime, helpers and program types
     Runtime          maps by name/fd, kernel helpers, tail calls, kprobe runs, trace buffer, events
@@ -55,6 +56,7 @@ __version__ = _version()
 
 if TYPE_CHECKING:
     from .datafile import DataFileError
+    from .filter import Filter
     from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ArrayMap, HashMap, LruHashMap, LruPercpuHashMap,
                        MapBase, MapError, PercpuArrayMap, PercpuHashMap, PerfEventArrayMap, ProgArrayMap,
                        QueueMap, RingBufMap, StackMap, create_map)
@@ -82,6 +84,7 @@ _LAZY = {
     "pt_regs": "progtypes", "pt_regs_array": "progtypes", "PT_REGS": "progtypes",
     "DataFileError": "datafile",
     "ObjectFile": "elf",
+    "Filter": "filter",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "MapError",
@@ -112,4 +115,5 @@ __all__ = [
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
     "MapError", "DataFileError",
     "__version__",
+    "Filter",
 ]
