@@ -303,6 +303,8 @@ class Filter:
                 raise
             return e - s
 
+        if not bounds:
+            return out
         if len(bounds) == 1 and kind == "numpy":        # the common small case: one call, no pool
             one(bounds[0])
             return out
