@@ -101,11 +101,17 @@ class FilterSpec:
     maps: list[MapSpec] = field(default_factory=list)
     start: dict = field(default_factory=dict)        # map name -> contents each partition starts from
 
+    ident: str = ""                                  # set at the client: the worker-side cache key
+
+    def __post_init__(self):
+        if not self.ident:
+            self.ident = hashlib.sha256(pickle.dumps((
+                self.source, self.engine, self.config, self.program,
+                [(m.name, m.map_type, m.key_size, m.value_size, m.max_entries, str(m.key_type), str(m.value_type),
+                  m.ncpus) for m in self.maps]))).hexdigest()
+
     def key(self) -> str:
-        return hashlib.sha256(pickle.dumps((self.source, self.engine, self.config, self.program,
-                                            [(m.name, m.map_type, m.key_size, m.value_size, m.max_entries,
-                                              str(m.key_type), str(m.value_type), m.ncpus) for m in self.maps]))
-                              ).hexdigest()
+        return self.ident
 
 
 _LOCAL = threading.local()       # .filters: spec key -> (Filter, {name: map}) of this worker thread
