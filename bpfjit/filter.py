@@ -290,9 +290,9 @@ class Filter:
         kind = _kind(records)
         n = _length(records)
         threads = self.threads_for(threads)
-        out = np.empty(n, dtype=np.uint64)
         bounds = self._bounds(n, threads)
         run_batch, ro = self.vm.run_batch, self.readonly
+        out = np.empty(n, dtype=np.uint64)
 
         def one(bound: tuple[int, int]) -> int:
             s, e = bound
@@ -305,10 +305,10 @@ class Filter:
 
         if not bounds:
             return out
-        if len(bounds) == 1 and kind == "numpy":        # the common small case: one call, no pool
-            one(bounds[0])
-            return out
         bar = progress_bar(n, self.progress if progress is None else progress) if len(bounds) > 1 else _Quiet()
+        if kind == "numpy" and (len(bounds) == 1 or threads == 1 and isinstance(bar, _Quiet) and not self.chunk):
+            # one thread and nothing to show: the whole batch in one native call (no chunking cost)
+            return run_batch(records if records.flags.c_contiguous else np.ascontiguousarray(records), readonly=ro)
         try:
             if threads == 1:
                 for b in bounds:
