@@ -232,6 +232,9 @@ class Filter:
         if warm is not None:       # compile the JIT's batch loop now, not concurrently in the first threads
             warm()
 
+    open_records = staticmethod(open_records)       # Filter.open_records(path, dtype): a memmap of records
+    default_threads = staticmethod(default_threads)   # the cores threads=None uses
+
     def __repr__(self) -> str:
         return f"<Filter {self.engine} {len(self.vm.program.insns)} instructions>"
 

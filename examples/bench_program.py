@@ -3,8 +3,8 @@
     python examples/bench_program.py [OBJECT.o --program NAME]
 
 Without arguments it builds examples/bench_program.c with clang (-O2 -target bpf) when clang is installed,
-else it times the committed fixture tests/elf/calls.o (program prog_a). The same table is what
-`bpfjit bench OBJECT.o --program NAME` prints.
+else it times the committed fixture tests/elf/calls.o (program prog_a): one `vm.test_run` (the kernel's
+BPF_PROG_TEST_RUN), then the table of `bpfjit bench OBJECT.o --program NAME --data CTX`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 from bpfjit import VM, ObjectFile, pt_regs
-from bpfjit.benchcli import measure, table
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,8 +47,12 @@ def main() -> None:
         regs = pt_regs(di=7, si=4096).tobytes()
         res = VM(prog, "jit", runtime=rt).test_run(ctx_in=regs, repeat=args.repeat)
         print(f"{obj_path.name}:{name} retval={res.retval} duration={res.duration} ns/run (jit, test_run)")
-        rows = measure(lambda engine: VM(prog, engine, runtime=rt), regs, ("interp", "jit"), args.repeat)
-        sys.stdout.write(table(rows))
+        # the same program through the CLI: a table per engine and mode
+        ctx = Path(tmp) / "ctx.bin"
+        ctx.write_bytes(regs)
+        sys.stdout.flush()
+        subprocess.run([sys.executable, "-m", "bpfjit", "bench", str(obj_path), "--program", name, "--data",
+                        str(ctx), "--repeat", str(args.repeat)], check=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-import bpfjit.dask as bd
 from bpfjit import ArrayMap
+from bpfjit import dask as bpf_dask        # bpfjit.dask: needs pip install 'bpfjit[dask]'
 
 EVENT = np.dtype([("ts", "<u8"), ("latency_us", "<u4"), ("cpu", "<u4")])
 
@@ -58,7 +58,7 @@ def main() -> None:
     with Client(args.scheduler or cluster):
         hist = ArrayMap(4, 8, 32, name="hist", value_type=np.uint64)
         t0 = time.perf_counter()
-        res = bd.filter(darr, PROG, {"hist": "sum"}, maps={"hist": hist}, engine=args.engine)
+        res = bpf_dask.filter(darr, PROG, {"hist": "sum"}, maps={"hist": hist}, engine=args.engine)
         dt = time.perf_counter() - t0
     if cluster is not None:
         cluster.close()

@@ -3,7 +3,7 @@
     python examples/filter_memmap.py [--records N] [--engine jit|interp] [--dir DIR]
 
 Writes N 64-byte event records (u64 timestamp, u32 pid, u32 latency_us, 48 bytes payload) to DIR, maps the
-file with bpfjit.filter.open_records (pages are read as chunks reach them, so the file may be larger than
+file with Filter.open_records (pages are read as chunks reach them, so the file may be larger than
 memory), keeps the events slower than 500 µs with a BPF filter, and prints what it kept and how fast.
 """
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from bpfjit import Filter
-from bpfjit.filter import default_threads, open_records
 
 EVENT = np.dtype([("ts", "<u8"), ("pid", "<u4"), ("latency_us", "<u4"), ("payload", "V48")])
 
@@ -52,13 +51,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "events.bin"
         write_events(path, args.records)
-        events = open_records(path, EVENT)                  # an np.memmap: nothing is read yet
+        events = Filter.open_records(path, EVENT)                  # an np.memmap: nothing is read yet
         f = Filter(SLOW, engine=args.engine)                # progress bar on a terminal (pip install tqdm)
         t0 = time.perf_counter()
         slow = f.apply(events)                              # all cores: threads=None
         dt = time.perf_counter() - t0
         assert np.all(slow["latency_us"] > 500)
-        print(f"kept {len(slow)} of {len(events)} events ({f.engine}, {default_threads()} cores): "
+        print(f"kept {len(slow)} of {len(events)} events ({f.engine}, {Filter.default_threads()} cores): "
               f"{len(events) / dt:,.0f} records/s")
         del events, slow
 
