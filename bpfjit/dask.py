@@ -210,7 +210,7 @@ def filter(collection, source, merge: dict | str | Callable | None = None, *, ma
     results = dask.compute(*tasks, **kw)
     outs = [r[0] for r in results]
     if is_frame and mode == "apply":
-        import pandas as pd
+        import pandas as pd  # type: ignore[import-untyped]
         data = pd.concat(outs) if outs else collection._meta
     else:
         data = np.concatenate(outs) if outs else np.zeros(0)

@@ -56,7 +56,7 @@ def _kind(records) -> str:
 
 
 def _arrow_dtype(table) -> np.dtype:
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
     fields = []
     for field in table.schema:
         t = field.type
@@ -102,13 +102,13 @@ def _rows(records, kind: str, start: int, stop: int) -> np.ndarray:
         part = records.iloc[start:stop]
         dt = record_dtype(records)
         out = np.empty(len(part), dtype=dt)
-        for name, col in zip(dt.names, part.columns):
+        for name, col in zip(dt.names or (), part.columns):
             out[name] = part[col].to_numpy()
         return out
     part = records.slice(start, stop - start)
     dt = _arrow_dtype(part)
     out = np.empty(part.num_rows, dtype=dt)
-    for name in dt.names:
+    for name in dt.names or ():
         col = part.column(name)
         if col.null_count:
             raise ConfigError(f"column {name!r} has {col.null_count} nulls; a record needs every field",
@@ -140,9 +140,8 @@ def open_records(path, dtype=None, *, record_size: int | None = None, mode: str 
     n = size // dt.itemsize
     if n == 0:
         return np.zeros(0, dtype=dt)
-    if dtype is None:
-        return np.memmap(path, dtype=np.uint8, mode=mode, shape=(n, record_size))
-    return np.memmap(path, dtype=dt, mode=mode, shape=(n,))
+    shape = (n, dt.itemsize) if dtype is None else (n,)
+    return np.memmap(path, dtype=np.uint8 if dtype is None else dt, mode=mode, shape=shape)  # type: ignore[call-overload]
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -160,7 +159,7 @@ def progress_bar(total: int | None, progress, desc: str = "bpfjit filter"):
     if progress is False or (progress is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())):
         return _Quiet()
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         return _Quiet()
     return tqdm(total=total, desc=desc, unit="rec", unit_scale=True, file=sys.stderr, leave=False)
@@ -267,7 +266,7 @@ class Filter:
                 try:
                     r0 = self._run(chunk, threads, False)
                 except RuntimeFault as e:
-                    e.record = None if e.record is None else e.record + done
+                    e.record = None if e.record is None else e.record + done  # type: ignore[attr-defined]
                     raise
                 done += n
                 bar.update(n)
@@ -302,7 +301,7 @@ class Filter:
             try:
                 out[s:e] = run_batch(_rows(records, kind, s, e), readonly=ro)
             except RuntimeFault as err:
-                err.record = None if err.record is None else err.record + s
+                err.record = None if err.record is None else err.record + s  # type: ignore[attr-defined]
                 raise
             return e - s
 

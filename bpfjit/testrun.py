@@ -48,6 +48,7 @@ def test_run(vm, data_in=None, ctx_in=None, repeat: int = 1) -> TestRunResult:
     """Run `vm`'s program `repeat` times (0 means 1, as in the kernel) on a copy of the input."""
     repeat = max(1, check_count(repeat, "repeat", MAX_BENCH))
     ptype = vm.ptype
+    mem: np.ndarray | None
     if ptype.ctx_size is not None:           # a typed context (kprobe): ctx_in only
         if data_in is not None:
             raise ConfigError(f"a {ptype.name} program takes no data_in (its input is the context, "
