@@ -176,11 +176,11 @@ def test_bad_input(client, engine):
         bd.filter(da.from_array(records(100), chunks=(50, 4)), PROG, maps=maps(), engine=engine)
 
 
-def test_filter_dask_example_runs(engine):
-    need("dask")
-    n = "200000" if engine == "jit" else "4000"
+def test_filter_dask_example_runs(client, engine):
+    n = "200000" if engine == "jit" else "4000"          # on this module's cluster (--scheduler)
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "filter_dask.py"), "--records", n,
-                          "--engine", engine], capture_output=True, text=True, timeout=300,
+                          "--engine", engine, "--scheduler", client.scheduler.address],
+                         capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert "kept" in out.stdout and "histogram" in out.stdout
