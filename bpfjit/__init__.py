@@ -12,6 +12,7 @@ Programs and engines
     disassemble      Program or slots -> assembly text (helpers=registry prints `call NAME`)
     ObjectFile       clang-built BPF ELF objects: ObjectFile.open(path).load() (docs/elf.md)
     verify           the static verifier: verify(program, mem_size=...) -> VerifierResult (docs/verifier.md)
+    Filter           one program over many records: mask / apply / r0, all cores (docs/filtering.md)
 
 Runtime, helpers and program types
     Runtime          maps by name/fd, kernel helpers, tail calls, kprobe runs, trace buffer, events
@@ -62,6 +63,7 @@ __version__ = _version()
 
 if TYPE_CHECKING:
     from .datafile import DataFileError
+    from .filter import Filter
     from .maps import (BPF_ANY, BPF_EXIST, BPF_NOEXIST, ArrayMap, HashMap, LruHashMap, LruPercpuHashMap,
                        MapBase, MapError, PercpuArrayMap, PercpuHashMap, PerfEventArrayMap, ProgArrayMap,
                        QueueMap, RingBufMap, StackMap, create_map)
@@ -92,6 +94,7 @@ _LAZY = {
     "DataFileError": "datafile",
     "ObjectFile": "elf",
     "verify": "verifier", "VerifierResult": "verifier",
+    "Filter": "filter",
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "MapError",
@@ -128,4 +131,5 @@ __all__ = [
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
     "MapError", "DataFileError", "PcapError", "cbpf", "pcap",
     "__version__",
+    "Filter",
 ]

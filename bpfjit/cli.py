@@ -1,4 +1,4 @@
-"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, verify, conformance, inspect.
+"""The `bpfjit` command line (also `python -m bpfjit`): asm, disasm, run, verify, conformance, inspect, bench.
 
 Lives here: argument parsing, reading a program file in any of its formats (`read_program`: raw bytecode,
 hex text, assembly, bpf_conformance `.data`), mapping options onto `Config`, printing results, and turning
@@ -425,6 +425,9 @@ def build_parser() -> ArgParser:
     p = _command(sub, "conformance", cmd_conformance, "run every .data file of a directory (bpf_conformance "
                  "format, CPU v4, all groups)", file_arg="dir")
     _engine_option(p)
+
+    from .benchcli import register as _register_bench
+    _register_bench(sub, _command, _add_jit_options)
     return ap
 
 

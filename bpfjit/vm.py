@@ -96,6 +96,12 @@ class VM:
         with exclusive() as ok:
             return self.engine.bench(mem, n) if ok else 0
 
+    def test_run(self, data_in=None, ctx_in=None, repeat: int = 1):
+        """The kernel's BPF_PROG_TEST_RUN: `repeat` runs on a copy of the input -> TestRunResult(retval,
+        data_out, ctx_out, duration ns per run). See testrun.py."""
+        from .testrun import test_run
+        return test_run(self, data_in=data_in, ctx_in=ctx_in, repeat=repeat)
+
 
 def run(program: Program | str | bytes, mem=None, engine: str = "interp", config: Config | None = None,
         **kw) -> int:
