@@ -104,7 +104,10 @@ def test_speed(bpf_benchmark, engine, mode):
 
 def test_bpf_benchmark_fixture_in_a_user_suite(tmp_path):
     (tmp_path / "test_user.py").write_text(PLUGIN_TEST)
-    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "bpfjit.pytest_plugin", "-q", "-p",
+    from importlib.metadata import entry_points
+    installed = any(ep.value == "bpfjit.pytest_plugin" for ep in entry_points(group="pytest11"))
+    load = [] if installed else ["-p", "bpfjit.pytest_plugin"]     # the pytest11 entry point loads it
+    out = subprocess.run([sys.executable, "-m", "pytest", *load, "-q", "-p",
                           "no:cacheprovider", "--benchmark-min-rounds=2", "--benchmark-max-time=0.01",
                           "--benchmark-json", str(tmp_path / "b.json"), str(tmp_path / "test_user.py")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
