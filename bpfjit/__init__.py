@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from .log import LOGGER_NAME as _LOGGER_NAME  # noqa: F401  (importing log installs the NullHandler)
 from .errors import (AssemblerError, BPFError, ConfigError, ELFError, LoadError, PcapError, RuntimeFault,
                      VerifierError)
-from .helpers.registry import Helper, HelperContext, HelperRegistry, default_registry
+from .helpers.registry import Helper, HelperContext, HelperRegistry
 from .program import Config, Program
 from .vm import ENGINES, VM, run
 
@@ -77,7 +77,7 @@ def assemble(text: str, *, helpers: Any = None, maps: Any = None, config: Config
              **meta: Any) -> Program:
     """Assemble and validate `text` (docs/assembly.md). `helpers`: a HelperRegistry (or name -> id mapping)
     whose names `call NAME` may use; `maps`: the names `map(NAME)` may use; `meta` goes to Program."""
-    from .asm import assemble as _assemble
+    from .program import assemble as _assemble
     return _assemble(text, helpers=helpers, maps=maps, config=config, **meta)
 
 
@@ -90,6 +90,7 @@ def disassemble(prog: Any, *, helpers: Any = None) -> str:
 # name -> submodule it is imported from on first use (PEP 562)
 _LAZY = {
     "Runtime": "runtime",
+    "default_registry": "helpers.defaults",
     "pt_regs": "progtypes", "pt_regs_array": "progtypes", "PT_REGS": "progtypes",
     "DataFileError": "datafile",
     "ObjectFile": "elf",

@@ -38,7 +38,7 @@ from .isa import Form, Insn, to_s16, to_s32
 
 if TYPE_CHECKING:
     from .helpers.registry import HelperRegistry
-    from .program import Config, Program
+    from .program import Program
 
 _NUM = re.compile(r"([+-]?)(0x[0-9a-f]+|[0-9]+)", re.I)
 _REG = re.compile(r"%?r(\d+)")
@@ -128,7 +128,7 @@ class _Ctx:
             return _imm32(tok)
         names = self.helpers
         if names is None:
-            from .helpers.registry import helper_ids
+            from .helpers.defaults import helper_ids
             names = self.helpers = helper_ids()
         if tok not in names:
             raise AssemblerError(_unknown_helper(tok, names, self.default_helpers))
@@ -367,15 +367,6 @@ def assemble_insns(text: str, *, helpers: HelperNames | None = None,
         with _at(st.line_no, st.line):
             out += _encode(st.form, st.ops, ctx, st.pc)
     return out
-
-
-def assemble(text: str, *, helpers: HelperNames | None = None,
-             maps: Mapping[str, int] | Sequence[str] | None = None, config: Config | None = None,
-             **meta: Any) -> Program:
-    """Assemble and validate: `Program.from_asm` with helper and map names. `meta` goes to Program."""
-    from .program import DEFAULT_CONFIG, Program
-    insns = assemble_insns(text, helpers=helpers, maps=maps)
-    return Program.from_insns(insns, config or DEFAULT_CONFIG, source=text, **meta)
 
 
 # ------------------------------------------------------------------------------------ disassembler

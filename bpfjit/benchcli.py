@@ -60,7 +60,7 @@ def _engines(text: str) -> tuple[str, ...]:
 
 def _loader(args: argparse.Namespace):
     """(make_vm(engine) -> VM, mem) for FILE."""
-    from . import cli
+    from . import cliinput as cli
     from .elf import is_elf
     from .program import Program
     from .progtypes import prog_type

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import datafile
-from .cli import EXPECTED_ERRORS, ArgParser, exit_status, hex_bytes, report
+from .cliinput import EXPECTED_ERRORS, ArgParser, exit_status, hex_bytes, report
 from .errors import BPFError
 from .log import get_logger
 from .program import Config, Program

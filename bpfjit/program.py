@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from . import isa
+from .asm import assemble_insns, disassemble
 from .errors import ConfigError, LoadError
 from .isa import Form, Insn
 
@@ -130,13 +131,20 @@ class Program:
 
     @classmethod
     def from_insns(cls, insns, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
-        prog = cls([Insn(*i) for i in insns], **meta)
+        """From slots: Insn tuples or (opcode, dst, src, off, imm) sequences, each field in its encoding's
+        range (LoadError naming the slot and field otherwise)."""
+        slots = []
+        for pc, i in enumerate(insns):
+            try:
+                slots.append(Insn(*i))
+            except TypeError as e:
+                raise LoadError(f"a slot is (opcode, dst, src, off, imm); got {i!r} ({e})", pc) from None
+        prog = cls(slots, **meta)
         prog.validate(config)
         return prog
 
     @classmethod
     def from_asm(cls, text: str, config: Config = DEFAULT_CONFIG, *, helpers=None, **meta) -> "Program":
-        from .asm import assemble_insns
         prog = cls(assemble_insns(text, helpers=helpers), source=text, **meta)
         prog.validate(config)
         return prog
@@ -159,11 +167,12 @@ class Program:
         return self._forms
 
     def disassemble(self) -> str:
-        from .asm import disassemble
         return disassemble(self)
 
     # ---- validation ----
     def validate(self, config: Config = DEFAULT_CONFIG) -> None:
+        from .progtypes import prog_type
+        prog_type(self.prog_type)                 # an unknown type is refused here, before anything runs
         insns = self.insns
         n = len(insns)
         if n == 0:
@@ -208,7 +217,23 @@ class Program:
 _REG_FIELDS = ("dst", "src")
 
 
+# what an 8-byte slot can hold: every field must fit its encoding, or the program would not be what it says
+FIELD_RANGES = {"opcode": (0, 0xFF), "dst": (0, 0xF), "src": (0, 0xF), "off": (-(1 << 15), (1 << 15) - 1),
+                "imm": (-(1 << 31), (1 << 31) - 1)}
+
+
+def _check_fields(pc: int, ins) -> None:
+    for fld, (lo, hi) in FIELD_RANGES.items():
+        val = getattr(ins, fld)
+        if isinstance(val, bool) or not isinstance(val, int):
+            raise LoadError(f"field {fld} must be an int, is {type(val).__name__}", pc, fld)
+        if not lo <= val <= hi:
+            raise LoadError(f"field {fld} is {val}, outside its encoding ({lo}..{hi}; off is s16, imm s32)",
+                            pc, fld)
+
+
 def _check_slot(pc: int, ins: Insn, config: Config) -> Form:
+    _check_fields(pc, ins)
     f = isa.form_of(ins)
     if f is None:
         cands = isa.BY_OPCODE.get(ins.opcode)
@@ -288,3 +313,10 @@ def leaders(prog: Program) -> list[int]:
             if nxt < n:
                 lead.add(nxt)
     return sorted(lead)
+
+
+def assemble(text: str, *, helpers=None, maps=None, config: Config | None = None, **meta) -> Program:
+    """Assemble and validate: `Program.from_asm` with helper and map names (asm.assemble_insns). `meta`
+    goes to Program (name, license, kern_version, prog_type ...)."""
+    insns = assemble_insns(text, helpers=helpers, maps=maps)
+    return Program.from_insns(insns, config or DEFAULT_CONFIG, source=text, **meta)

@@ -17,19 +17,13 @@ import threading
 import numpy as np
 
 from .errors import LoadError
-from .helpers import default_registry
+from .helpers import runtime_registry
 from .helpers.trace import TRACE
+from .helpers.registry import GPL_COMPATIBLE, license_is_gpl_compatible  # noqa: F401 (re-exported)
 from .progtypes import prog_type
 
 FIRST_FD = 3          # map fds start here (0..2 look like stdio, as in the kernel)
-# The kernel's license_is_gpl_compatible(): exact strings.
-GPL_COMPATIBLE = frozenset({"GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL",
-                            "Dual MPL/GPL"})
 EVENTS_CAPACITY = 1 << 20     # records an EventRing holds before it drops (and counts) new ones
-
-
-def license_is_gpl_compatible(license: str) -> bool:
-    return license in GPL_COMPATIBLE
 
 
 def kernel_version(major: int, minor: int, patch: int = 0) -> int:
@@ -43,18 +37,6 @@ def host_kern_version() -> int:
     return kernel_version(int(m[1]), int(m[2]), int(m[3] or 0)) if m else 0
 
 
-def _runtime_registry():
-    """The default registry plus the map helpers (when maps/ provides them), for one runtime."""
-    reg = default_registry().copy()
-    try:
-        from .helpers.map_helpers import register_map_helpers
-    except ImportError:
-        return reg
-    if 1 not in reg:
-        register_map_helpers(reg)
-    return reg
-
-
 class Runtime:
     """`kern_version` is the "running kernel" kprobe programs must have been built for (default: the
     host's); `helpers` the registry of its VMs (default: the built-in and map helpers)."""
@@ -63,7 +45,7 @@ class Runtime:
                  events_capacity: int = EVENTS_CAPACITY):
         from .program import DEFAULT_CONFIG
         self.config = config or DEFAULT_CONFIG
-        self.helpers = helpers or _runtime_registry()
+        self.helpers = helpers or runtime_registry()
         self.kern_version = host_kern_version() if kern_version is None else kern_version
         self.trace = TRACE                          # one trace buffer per process, like trace_pipe
         self.events = EventRing(events_capacity)
@@ -142,7 +124,7 @@ class Runtime:
     def assemble(self, text: str, **meta):
         """Program.from_asm with this runtime's helper names and maps: `map(NAME)` names any map added
         here (Program.maps lists them in fd order). `meta`: name, license, kern_version, prog_type ..."""
-        from .asm import assemble
+        from .program import assemble
         names = [n for _, n in sorted((fd, n) for n, fd in self._names.items())]
         prog = assemble(text, helpers=self.helpers.names(), maps=names, config=self.config, **meta)
         prog.maps = names

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpfjit import isa
-from bpfjit.asm import _KINDS, _kinds, assemble, assemble_insns, disassemble, disassemble_insn
+from bpfjit.program import assemble
+from bpfjit.asm import _KINDS, _kinds, assemble_insns, disassemble, disassemble_insn
 from bpfjit.errors import AssemblerError
 from bpfjit.isa import Insn
 from bpfjit.program import Program

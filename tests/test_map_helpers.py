@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bpfjit import VM, Config
-from bpfjit.asm import assemble
+from bpfjit.program import assemble
 from bpfjit.helpers import default_registry
 from bpfjit.helpers.map_helpers import MAP_HELPERS, register_map_helpers
 from bpfjit.maps import (ArrayMap, HashMap, LruHashMap, PercpuArrayMap, PercpuHashMap, PerfEventArrayMap,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bpfjit import VM, Config, LoadError, Program, RuntimeFault
-from bpfjit.asm import assemble
+from bpfjit.program import assemble
 from bpfjit.helpers import Helper, default_registry
 from bpfjit.helpers.map_helpers import register_map_helpers
 from bpfjit.maps import ArrayMap, HashMap, ProgArrayMap

@@ -128,18 +128,10 @@ class HelperRegistry:
         return id in self._by_id
 
 
-_DEFAULT: HelperRegistry | None = None
+# The kernel's license_is_gpl_compatible(): exact strings (GPL-only helpers need one of them).
+GPL_COMPATIBLE = frozenset({"GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL",
+                            "Dual MPL/GPL"})
 
 
-def default_registry() -> HelperRegistry:
-    """The process-wide registry with the built-in kernel helpers."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        from .builtin import BUILTIN_HELPERS
-        _DEFAULT = HelperRegistry(BUILTIN_HELPERS)
-    return _DEFAULT
-
-
-def helper_ids() -> dict[str, int]:
-    """name -> id of the default registry (the assembler resolves `call NAME` with it)."""
-    return default_registry().names()
+def license_is_gpl_compatible(license: str) -> bool:
+    return license in GPL_COMPATIBLE

@@ -85,7 +85,7 @@ class JITEngine(Engine):
         for m in prepared.used_maps:             # prog_arrays: their targets need JIT entries too
             need = getattr(m, "need_native", None)
             if need is not None:
-                need()
+                need(JITEngine)
 
     def _module(self, kind: str):
         """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS; compiled on first use."""
@@ -172,6 +172,8 @@ class JITEngine(Engine):
         kind = FAULT_KINDS[int(st[S.F_KIND])]
         pc = int(st[S.F_PC])
         err, _TLS.error = getattr(_TLS, "error", None), None
+        if err is not None and not isinstance(err, Exception):
+            raise err                # KeyboardInterrupt, SystemExit ... from a Python helper, after the unwind
         if err is not None and (kind == "helper" or isinstance(err, RuntimeFault)):
             raise helper_fault(err, pc) from err
         if kind in ("load", "store", "atomic"):

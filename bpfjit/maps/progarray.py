@@ -41,7 +41,7 @@ class ProgArrayMap(MapBase):
         self._retired: list[object] = []          # replaced engines stay alive (code may still run)
         self._lock = threading.RLock()
         self._owner = None                        # pipeline.Prepared of the first program using this map
-        self._native = False                      # a JIT program uses the map: keep JIT entries
+        self._native = None                       # the JIT engine class, once a JIT program uses the map
         self._fill(DATA=self._table.ctypes.data, DATA_SIZE=self._table.nbytes)
         self._publish()
 
@@ -79,15 +79,16 @@ class ProgArrayMap(MapBase):
                     "tail-call targets run under their caller's rules, so every program using one prog_array "
                     "must share them (one Config, helper registry, runtime and program type)", None, "maps")
 
-    def need_native(self) -> None:
-        """A JIT program uses this map: compile the JIT entries of its targets (now and from now on)."""
+    def need_native(self, engine_class) -> None:
+        """A JIT program uses this map: compile the JIT entries of its targets with `engine_class` (the
+        JIT engine passes itself, so maps do not import the JIT), now and from now on."""
         with self._lock:
-            if not self._native:
-                self._native = True
+            if self._native is None:
+                self._native = engine_class
                 self._rebuild_entries()
 
     def _rebuild_entries(self) -> None:
-        if not self._native or self._owner is None:
+        if self._native is None or self._owner is None:
             return
         self._retired.extend(engine for _, engine in self._engines.values())
         self._engines.clear()
@@ -112,8 +113,7 @@ class ProgArrayMap(MapBase):
         hit = self._engines.get(id(program))
         if hit is not None and hit[0] is program:
             return hit[1].tail_entry_address
-        from ..jit import JITEngine
-        engine = JITEngine(self._prepare_target(program))
+        engine = self._native(self._prepare_target(program))
         if hit is not None:
             self._retired.append(hit[1])
         self._engines[id(program)] = (program, engine)
@@ -129,7 +129,7 @@ class ProgArrayMap(MapBase):
                 addr = 0
             else:
                 self._prepare_target(program)
-                addr = self._jit_entry(program) if self._native else 0
+                addr = self._jit_entry(program) if self._native is not None else 0
             self._programs[i] = program
             self._table[i] = addr
 

@@ -599,5 +599,5 @@ def _swap(op: str, s, width: int, w: int):
 
 
 def _default_helpers():
-    from ..runtime import _runtime_registry
-    return _runtime_registry()
+    from ..helpers import runtime_registry
+    return runtime_registry()

@@ -11,7 +11,7 @@ from . import scalar as S
 from .access import MAX_VAR_OFF, check_helper_mem, err
 from .regs import (CTX, MAP_PTR, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, SCALAR,
                    UNKNOWN_REG, Reg)
-from ..runtime import license_is_gpl_compatible
+from ..helpers.registry import license_is_gpl_compatible
 
 KV_MAPS = frozenset({"array", "percpu_array", "hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
 MAP_TYPES_OF = {
