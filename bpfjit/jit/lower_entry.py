@@ -4,11 +4,11 @@
   STACK_TOP), so the call passes one pointer; resets the per-run slots and points region row 0 and the
   packet bounds at [r1, r1 + r2);
 * `bpf_batch(st, base, stride, count, r10, out) -> records done` and `bpf_bench(st, r1, r2, r10, n) -> last
-  r0`: thin wrappers of one native repeat loop `bpf_loop` (stops at the first fault);
+  r0`: native repeat loops (stop at the first fault), one function each so each is specialised;
 * `bpf_tail_entry(st, r1, r10) -> r0`: the program as the target of a tail call.
 
-The program (subprogram 0) is inlined into the loop when it is small (the per-run call would cost as much
-as the program) and called otherwise, so a module holds one or two copies of it. After subprogram 0
+The program (subprogram 0) is inlined into the loops when it is small (the per-run call would cost as much
+as the program: three copies of a small program) and called otherwise (one copy of a large program). After subprogram 0
 returns, pending tail calls are chained natively (the trampoline) and an implicit exit (EXIT0) becomes
 r0 = 0 with no fault.
 """
@@ -23,8 +23,6 @@ from .irlib import I64, I64P, TAIL_ENTRY_FN, VOID, c64
 from .lower_abi import SubArgs
 
 LATCH = "loop_latch"      # the repeat loop's back edge (see loop_metadata)
-LOOP_FN = ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64, I64P, I64])
-# bpf_loop(st, base, stride, len, count, r10, out, bench) -> records done | last r0 (bench)
 
 
 _LATCH_BR = re.compile("(" + LATCH + r':\n(?:  [^\n]*\n)*?  br label %"head")')
@@ -114,33 +112,28 @@ def emit_tail_entry(low, helper_table: int):
 
 def emit_loops(low, inline: bool):
     m = low.module
-    loop = ir.Function(m, LOOP_FN, "bpf_loop")
-    loop.linkage = "internal"
-    _emit_loop(low, loop, inline)
     # bpf_batch(st, base, stride, count, r10, out) -> records done
     batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
     st, base, stride, count, r10, out = batch.args
-    b = ir.IRBuilder(batch.append_basic_block("entry"))
-    b.ret(b.call(loop, [st, base, stride, stride, count, r10, out, c64(0)]))
+    _emit_loop(low, batch, inline, st, base, stride, stride, count, r10, out)
     # bpf_bench(st, r1, r2, r10, n) -> last r0
     bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
     st, r1, r2, r10, n = bench.args
-    b = ir.IRBuilder(bench.append_basic_block("entry"))
-    b.ret(b.call(loop, [st, r1, c64(0), r2, n, r10, ir.Constant(I64P, None), c64(1)]))
+    _emit_loop(low, bench, inline, st, r1, c64(0), r2, n, r10, None)
 
 
-def _emit_loop(low, fn, inline: bool):
-    """One run per i < count with r1 = base + i * stride, r2 = len; results to out[i] (batch) or consumed
-    (bench: an optimisation barrier like the C baseline's asm volatile, so that repeated runs over the
-    same input are neither hoisted nor merged). Returns records done (batch) / the last r0 (bench)."""
-    st, base, stride, length, count, r10, out, bench = fn.args
+def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out):
+    """One run per i < count with r1 = base + i * stride, r2 = length; results to out[i] (batch) or
+    consumed (bench, out None: an optimisation barrier like the C baseline's asm volatile, so that repeated
+    runs over the same input are neither hoisted nor merged). Returns records done (batch) / the last r0
+    (bench)."""
     entry, head, body, done, fault = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done",
                                                                        "fault"))
     b = ir.IRBuilder(entry)
     table = b.inttoptr(b.load(_slot(b, st, S.TABLE)), I64P)
     perms = b.load(b.gep(table, [c64(2)]))
     row1 = table_rows(b, st, (1,))
-    is_bench = b.icmp_unsigned("!=", bench, c64(0))
+    is_bench = out is None
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I64)
@@ -150,8 +143,8 @@ def _emit_loop(low, fn, inline: bool):
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
     r1, r2 = b.add(base, b.mul(i, stride)), length
-    barrier = ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r,~{memory}", side_effect=True)
-    with b.if_then(is_bench):
+    if is_bench:
+        barrier = ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r,~{memory}", side_effect=True)
         b.call(barrier, [r1])
     # region row 0 (for native helpers' pointer checks and tail-call targets) and the packet bounds of
     # this run; only where something reads them (compiled code's own checks use the SSA rows)
@@ -165,7 +158,8 @@ def _emit_loop(low, fn, inline: bool):
         b.store(c64(0), _slot(b, st, S.COUNT))
     if low.calls_helpers:
         b.store(c64(0), _slot(b, st, S.TAIL))
-        b.store(i, _slot(b, st, S.BATCH_INDEX))
+        if not is_bench:
+            b.store(i, _slot(b, st, S.BATCH_INDEX))
     r0 = call_program(low, b, st, r1, r2, r10, [r1, b.add(r1, r2), perms] + row1, inline)
     cont = fn.append_basic_block("cont")
     if low.may_signal:
@@ -174,12 +168,10 @@ def _emit_loop(low, fn, inline: bool):
     else:
         b.branch(cont)
     b.position_at_end(cont)
-    consume = ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r", side_effect=True)
-    with b.if_else(is_bench) as (then, otherwise):
-        with then:
-            b.call(consume, [r0])
-        with otherwise:
-            b.store(r0, b.gep(out, [i]))
+    if is_bench:
+        b.call(ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r", side_effect=True), [r0])
+    else:
+        b.store(r0, b.gep(out, [i]))
     latch = fn.append_basic_block(LATCH)
     b.branch(latch)
     b.position_at_end(latch)
@@ -187,6 +179,6 @@ def _emit_loop(low, fn, inline: bool):
     last.add_incoming(r0, latch)
     b.branch(head)
     b.position_at_end(done)
-    b.ret(b.select(is_bench, last, count))
+    b.ret(last if is_bench else count)
     b.position_at_end(fault)
-    b.ret(b.select(is_bench, last, i))
+    b.ret(last if is_bench else i)

@@ -125,15 +125,6 @@ class MemoryMixin:
             n = self._limits[key] = b.select(fits, b.sub(span, c64(extent - 1)), c64(0))
         return n
 
-    def _in_fast_rows(self, addr, extent: int, perm: int):
-        b = self.b
-        ok = None
-        for row in (0, 1):
-            lo = self.rows[3 * row]
-            r = b.icmp_unsigned("<", b.sub(addr, lo), self._row_limit(row, perm, extent))
-            ok = r if ok is None else b.or_(ok, r)
-        return ok
-
     # ---- checks ----
     def check_access(self, pc: int, addr, size: int, perm: int):
         """Emit what the block's plan asks for the access at pc (nothing in unchecked mode). Returns the
@@ -150,11 +141,13 @@ class MemoryMixin:
             g = role[1]
             b = self.b
             start = addr if g.lo == self.low.insns[pc].off else b.add(self.reg(g.base), c64(g.lo))
-            ok = self._in_fast_rows(start, g.hi - g.lo, g.perm)
             self.flush()
             cont = self.fn.append_basic_block(f"pc{pc}_grp")
-            b.cbranch(ok, cont, self.cold_entry[pc]).set_metadata("prof", self.low.weights_hot)
-            b.position_at_end(cont)
+            row1 = self.fn.append_basic_block(f"pc{pc}_row1")
+            for row, fail in ((0, row1), (1, self.cold_entry[pc])):     # row 0, then row 1: one compare each
+                ok = b.icmp_unsigned("<", b.sub(start, self.rows[3 * row]), self._row_limit(row, g.perm, g.hi - g.lo))
+                b.cbranch(ok, cont, fail).set_metadata("prof", self.low.weights_hot)
+                b.position_at_end(fail if row == 0 else cont)
         return None
 
     # ---- the cold copy ----
@@ -184,11 +177,13 @@ class MemoryMixin:
     def _check_inline(self, pc, addr, size, perm):
         """Rows 0 and 1 inline, then bpf_check_slow from row 2 out of line."""
         b = self.b
-        ok = self._in_fast_rows(addr, size, perm)
         cont = self.fn.append_basic_block(f"pc{pc}_ok")
+        row1 = self.fn.append_basic_block(f"pc{pc}_row1")
         slow = self.fn.append_basic_block(f"pc{pc}_slow")
-        b.cbranch(ok, cont, slow).set_metadata("prof", self.low.weights_hot)
-        b.position_at_end(slow)
+        for row, fail in ((0, row1), (1, slow)):
+            ok = b.icmp_unsigned("<", b.sub(addr, self.rows[3 * row]), self._row_limit(row, perm, size))
+            b.cbranch(ok, cont, fail).set_metadata("prof", self.low.weights_hot)
+            b.position_at_end(fail)
         info = c64(fault_info(FAULT_CODE[ACCESS_KIND[perm]], pc, perm | SKIP_FAST_ROWS))
         good = b.call(region_check_fn(self.low.module), [self.st, addr, c64(size), info])
         b.cbranch(good, cont, self.fault_ret).set_metadata("prof", self.low.weights_hot)
