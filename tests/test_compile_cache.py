@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bpfjit import VM, Config, Program
-from bpfjit.jit import compiler
+from bpfjit.jit import compiler, diskcache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_disk_hit_in_process_and_corrupt_entry_is_recompiled(disk):
 
 
 def test_disk_cache_is_bounded(disk, monkeypatch):
-    monkeypatch.setattr(compiler, "DISK_LIMIT", 1)        # every new entry evicts all older ones
+    monkeypatch.setattr(diskcache, "LIMIT", 1)        # every new entry evicts all older ones
     for k in range(3):
         VM(Program.from_asm(f"mov %r0, {k}\nexit"), "jit").run()
     assert len(list(disk.glob("*.o"))) <= 1

@@ -1,17 +1,20 @@
 """The JIT's support module: out-of-line runtime functions every compiled program may call (the region
 table scans `bpf_check_slow` / `bpf_check_row0` and `bpf_set_fault`), emitted here, compiled once per
-process and bound by name with llvm.add_symbol before any module links (target.before_link), so that
+process (or loaded as object code from the disk cache) and bound by name with llvm.add_symbol before any
+module links (target.before_link), so that
 program modules only declare them (irlib.region_check_fn ...). Program code does not live here.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 
+import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from . import diskcache, target
 from . import state as S
-from . import target
 from .irlib import (CHECK_ROW0_FN, CHECK_SLOW_FN, COLD_ADDR_FN, COLD_CC, I1, I64, I64P, SET_FAULT_FN, SKIP_FAST_ROWS, c64)
 
 _LOCK = threading.Lock()
@@ -124,10 +127,26 @@ def ensure() -> None:
     with _LOCK:
         if _ENGINE is not None:
             return
-        mod = llvm.parse_assembly(str(build()))
-        mod.verify()
-        target.optimize(mod, 2)
-        ee = target.mcjit(mod, 2, hooks=False)
+        text = str(build())
+        key = "support-" + hashlib.sha256("\0".join(
+            (llvmlite.__version__, target.HOST_CPU, target.HOST_FEATURES, text)).encode()).hexdigest()
+        found = diskcache.load(key)
+        ee = None
+        if found is not None:              # object code from an earlier process: no LLVM work
+            ee = target.mcjit(llvm.parse_assembly(""), 2, hooks=False, finalize=False)
+            ee.add_object_file(llvm.ObjectFileRef.from_data(found[0]))
+            ee.finalize_object()
+            if not all(ee.get_function_address(n) for n in EXPORTS):
+                ee = None
+        if ee is None:
+            mod = llvm.parse_assembly(text)
+            mod.verify()
+            target.optimize(mod, 2)
+            captured = []
+            ee = target.mcjit(mod, 2, hooks=False,
+                              object_cache=(lambda m, buf: captured.append(bytes(buf)), lambda m: None))
+            if captured:
+                diskcache.store(key, captured[0], {})
         for name in EXPORTS:
             llvm.add_symbol(name, ee.get_function_address(name))
         _ENGINE = ee
