@@ -111,7 +111,7 @@ def table(rows, colds) -> str:
             continue
         lines.append(f"| {r['kind']} | {mode} | {r['n']:,} | {r['cpu'] * 1e3:,.1f} | {r['wall'] * 1e3:,.1f} | "
                      f"{r['cpu'] / r['n'] * 1e6:,.1f} | {r['rss_mib']:,.0f} |")
-    lines += ["", "Slope (CPU time ratio for 10× the instructions):", ""]
+    lines += ["", "Slope (CPU time ratio between consecutive sizes: ×10 or ×4 is linear):", ""]
     for kind in sorted({r["kind"] for r in rows}):
         for checked in (True, False):
             pts = {r["n"]: r["cpu"] for r in rows if r["kind"] == kind and r["checked"] == checked and "cpu" in r}
