@@ -286,25 +286,36 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
                 b.position_at_end(ok)
             b.store(c, self.cnt)
         self.cold = False
-        self._emit_range(pcs)
-        if heads:               # the cold copy: from the first group head to the end, every access checked
-            self.cold = True
-            b.position_at_end(self.cold_entry[heads[0]])
-            self.forget()
-            self.cold_begin()
-            self._emit_range(pcs[pcs.index(heads[0]):], entries=set(heads[1:]))
-            self.cold = False
+        self._emit_range(pcs, heads)
 
-    def _emit_range(self, pcs, entries=()):
+    def _cold_segment(self, pcs, head: int, until: int | None):
+        """The cold copy from group head `head` to the next head `until` (None: to the block's end),
+        emitted between the fast code around it so that values live into it stay short-lived."""
+        b = self.b
+        saved = (b.block, self.cache, self.dirty)
+        self.cold = True
+        b.position_at_end(self.cold_entry[head])
+        self.forget()
+        self.cold_begin()
+        self._emit_range(pcs[pcs.index(head):], until=until)
+        self.cold = False
+        block, self.cache, self.dirty = saved
+        b.position_at_end(block)
+
+    def _emit_range(self, pcs, heads=(), until=None):
+        """Emit pcs. Fast code (heads: the block's group heads) emits the cold copy segment by segment as
+        it reaches each next head; a cold segment stops at `until`, jumping to that head's cold entry."""
         low, b = self.low, self.b
+        prev = heads[0] if heads else None
         for pc in pcs:
-            if pc in entries:           # another way into the cold copy: a block boundary
+            if self.cold and pc == until:       # the next segment of the cold copy: a block boundary
                 self.settle()
                 self.flush()
                 b.branch(self.cold_entry[pc])
-                b.position_at_end(self.cold_entry[pc])
-                self.forget()
-                self.cold_begin()
+                return
+            if prev is not None and pc != prev and pc in self.cold_entry and not self.cold:
+                self._cold_segment(pcs, prev, pc)
+                prev = pc
             f = low.forms[pc]
             if self.cold and f.op in _LEAVES:
                 self.settle()
@@ -313,12 +324,14 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
                 h = self._handlers[f] = getattr(self, _handler_name(f))
             nxt = h(pc, f, low.insns[pc])
             if nxt is None:        # the instruction ended the block (jump / exit)
-                return
-        if nxt in low.leader_set or nxt >= len(low.insns):
+                break
+        else:
+            if not (nxt in low.leader_set or nxt >= len(low.insns)):
+                raise LoadError(f"block at {pcs[0]} ends without a successor", pcs[-1])  # pragma: no cover
             self.settle()
             self.flush()
             b.branch(self.blocks[nxt])
-            return
-        raise LoadError(f"block at {pcs[0]} ends without a successor", pcs[-1])  # pragma: no cover
+        if prev is not None and not self.cold:
+            self._cold_segment(pcs, prev, None)
 
 
