@@ -9,19 +9,18 @@ The check plan of a block (`plan_block`) sorts its accesses:
   region table (SSA values) with the union of the permissions: one compare per row and one branch. The
   other members need no code. When the range check fails (the accesses touch another region, or one of
   them faults), control goes to the block's COLD COPY, entered at that head: the rest of the block lowered
-  again, straight-line, with every access checked on its own by one call (support.bpf_check_row0). After
+  again, straight-line, with every access checked on its own by one call (support.bpf_cold_addr). After
   the first failing check the copy is "poisoned": later checks record nothing and later accesses go to a
   scratch slot, and before anything that leaves the block (jump, exit, call, packet load) a failure
   returns through the fault exit. So a fault has the interpreter's pc, address and size, and every store
   before it has happened.
+Legacy packet loads are checked on their own (rows 0 and 1 inline, then bpf_check_slow from row 2).
 Every check is a constant number of instructions, the cold copy adds no branch per access, and no chain
 of compares on one value grows with the block: LLVM's value-propagation passes stay linear.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from llvmlite import ir
 
 from ..errors import FAULT_CODE
 from . import state as S
@@ -77,7 +76,8 @@ class Group:
 class MemoryMixin:
     # ---- the check plan ----
     def plan_block(self, pcs) -> dict:
-        """pc -> ("static",) | ("single",) | ("head", Group) | ("member", Group) for the accesses of a block."""
+        """pc -> ("static",) | ("head", Group) | ("member", Group) for the accesses of a block (a group may
+        have one member)."""
         low = self.low
         plan: dict = {}
         if not low.checked:
