@@ -48,10 +48,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture(scope="session", autouse=True)
 def no_disk_cache():
-    mp = pytest.MonkeyPatch()
-    mp.setattr(compiler, "_DISK", None)
+    old = compiler.disk_cache_dir()
+    compiler.set_disk_cache(None)
     yield
-    mp.undo()
+    compiler.set_disk_cache(old)
 
 
 @pytest.fixture(scope="session")

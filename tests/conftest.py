@@ -1,7 +1,16 @@
 """Shared fixtures: the engine parameter every behaviour test runs under, and the shared data paths."""
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# The JIT's disk cache is on by default in the user's cache directory: the suite (and the processes it
+# starts) use a temporary one instead, removed at exit.
+os.environ["BPFJIT_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="bpfjit-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_DIR, True)
 
 import pytest
 

@@ -24,9 +24,9 @@ from llvmlite import ir
 
 from ..errors import FAULT_CODE, RuntimeFault
 from ..memory import PERM_R, PERM_W
-from ..jit import compiler
+from ..jit import target
 from ..jit import state as S
-from ..jit.lower import I8, I32, I64, I64P, NATIVE_FN, c64, region_check_fn
+from ..jit.irlib import I8, I32, I64, I64P, NATIVE_FN, c64, region_check_fn
 from ..jit.native_helpers import NATIVE, libc_fn
 from .registry import Helper
 from .trace import emit_trace_printk, trace_printk
@@ -46,7 +46,7 @@ I8P = I8.as_pointer()
 
 # ------------------------------------------------------------------------------ IR conveniences
 class IRHelper:
-    """Emitting one helper body into `fn` (jit.lower.NATIVE_FN: i64 (i64* state, i64 r1..r5))."""
+    """Emitting one helper body into `fn` (jit.irlib.NATIVE_FN: i64 (i64* state, i64 r1..r5))."""
 
     def __init__(self, module: ir.Module, fn: ir.Function):
         self.module, self.fn, self.st = module, fn, fn.args[0]
@@ -390,11 +390,8 @@ class _Support:
             raise OSError("pthread_key_create failed")
         mod = llvm.parse_assembly(_build_support(key.value))
         mod.verify()
-        pb = llvm.create_pass_builder(compiler.target_machine(self.OPT),
-                                      llvm.create_pipeline_tuning_options(speed_level=self.OPT))
-        pb.getModulePassManager().run(mod, pb)
-        self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(self.OPT))
-        self.ee.finalize_object()
+        target.optimize(mod, self.OPT, vectorize=False)
+        self.ee = target.mcjit(mod, self.OPT)
         names = ["bpfjit_prandom_u32", "bpfjit_prandom_seed"] + [f"bpfjit_{n}" for n in NATIVE_TWINS]
         self.addr = {n: self.ee.get_function_address(n) for n in names}
         for name, a in self.addr.items():
@@ -413,6 +410,9 @@ def support() -> _Support:
         if _SUPPORT is None:
             _SUPPORT = _Support()
     return _SUPPORT
+
+
+target.symbol_provider("bpfjit_", support)     # what a program loaded from the disk cache links against
 
 
 def prandom_seed(seed: int) -> None:

@@ -34,7 +34,7 @@ from llvmlite import ir
 
 from ..errors import RuntimeFault
 from ..memory import PERM_R
-from ..jit.lower import I8, I32, I64, I64P, c64, region_check_fn
+from ..jit.irlib import I8, I32, I64, I64P, c64, region_check_fn
 
 EINVAL = 22
 MAX_FMT = 512             # the most format bytes the kernel's verifier admits (MAX_BPF_STACK); more: -EINVAL

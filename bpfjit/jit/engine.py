@@ -76,7 +76,7 @@ class JITEngine(Engine):
         self._lddw = prepared.lddw
         self._plan = plan
         self._modules: dict[str, compiler.Compiled] = {}
-        self.compiled, self.cache_hit = self._module("run")
+        self.compiled, self.cache_hit = self._module("program")
         self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
         self._loops = None
         self._last_state = None
@@ -88,30 +88,33 @@ class JITEngine(Engine):
                 need(JITEngine)
 
     def _module(self, kind: str):
-        """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS; compiled on first use."""
+        """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS. "program" holds every entry
+        point (run, batch, bench, tail entry) and is compiled by the constructor; "tail" is compiled on
+        first use only for tail-call targets with Python helpers (their tail entry installs this engine's
+        callback table, whose address is part of the module and of its cache key)."""
         cfg, prog = self.config, self.prog
-        # a tail-call target runs on its caller's state, so it installs its own callback table (this
-        # engine's: the address is part of the module, and of its cache key)
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
         key = compiler.cache_key(self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
                                  cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
                                  sorted(self._lddw.items()), table)
-        c, hit = compiler.get_or_compile(
-            key, lambda: str(Lowering(prog, cfg, self._plan, self._lddw, NATIVE, kind, table).build()),
-            cfg.opt_level, MODULE_KINDS[kind])
+        c, hit = compiler.get_or_compile(key, _Build(prog, cfg, self._plan, self._lddw, kind, table),
+                                         cfg.opt_level, MODULE_KINDS[kind])
         self._modules[kind] = c           # keeps the machine code alive as long as this engine
         return c, hit
 
     def _loop_entries(self):
-        """(bpf_batch, bpf_bench) from the loops module, compiled on first use."""
+        """(bpf_batch, bpf_bench) of the program module (compiled with the rest by the constructor)."""
         if self._loops is None:
-            c, _ = self._module("loops")
+            c = self.compiled
             self._loops = (BATCH_T(c.addr["bpf_batch"]), BENCH_T(c.addr["bpf_bench"]))
         return self._loops
 
     @property
     def tail_entry_address(self) -> int:
-        """Address of bpf_tail_entry for this program: what a prog_array slot holds (compiled on first use)."""
+        """Address of bpf_tail_entry for this program: what a prog_array slot holds (the program module's,
+        or with Python helpers a tail module compiled on first use)."""
+        if not self.callbacks:
+            return self.compiled.addr["bpf_tail_entry"]
         c = self._modules.get("tail") or self._module("tail")[0]
         return c.addr["bpf_tail_entry"]
 
@@ -304,6 +307,21 @@ class JITEngine(Engine):
 
     def native_asm(self) -> str:
         return self.compiled.native_asm()
+
+
+class _Build:
+    """Lowering of one module on demand (IR text); `huge` tells codegen the largest function is big."""
+
+    def __init__(self, prog, cfg, plan, lddw, kind, table):
+        self.args = (prog, cfg, plan, lddw, NATIVE, kind, table)
+        self.huge = False
+
+    def __call__(self) -> str:
+        low = Lowering(*self.args)
+        low.build()
+        text = low.text()
+        self.huge = low.huge
+        return text
 
 
 class FastRunner:

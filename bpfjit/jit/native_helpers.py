@@ -11,7 +11,7 @@ import ctypes
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from .lower import NATIVE_FN
+from .irlib import NATIVE_FN
 
 _LIBC = ctypes.CDLL(None)
 _BOUND: set[str] = set()
@@ -32,7 +32,7 @@ def libc_fn(module: ir.Module, name: str, fnty: ir.FunctionType) -> ir.Function:
 class NativeHelpers:
     """Registry of IR emitters: name -> emitter(module, fn, checked) filling in `fn` (NATIVE_FN:
     i64 (i64* state, i64 r1..r5)). In checked mode an emitter must validate pointer arguments with
-    lower.region_check_fn(module). `may_fault`: the helper may set a fault (or a pending tail call) in the
+    irlib.region_check_fn(module). `may_fault`: the helper may set a fault (or a pending tail call) in the
     state, so the caller checks the state after the call. Others (runtime maps ...) add emitters."""
 
     def __init__(self):

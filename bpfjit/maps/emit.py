@@ -2,7 +2,7 @@
 
 Each emitter fills a helper function `i64 (i64* state, i64 r1..r5)` that the lowering inlines into the
 program: it checks the map pointer (arena rule of arena.py, against the symbol `bpfmap_arena_bounds`) and
-its type, in checked mode the pointer arguments (jit.lower.region_check_fn, the run's region table), then
+its type, in checked mode the pointer arguments (jit.irlib.region_check_fn, the run's region table), then
 calls the runtime module's function (lib.py binds the symbols). Array lookups are inlined (bounds check
 + base + index * stride). tail_call reads the prog_array's table of `bpf_tail_entry` addresses and leaves
 a pending tail call in the state for the trampoline of bpf_run.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..jit import state as S
-from ..jit.lower import region_check_fn
+from ..jit.irlib import region_check_fn
 from ..memory import PERM_R, PERM_W
 from . import layout as L
 from .irutil import I32, I64, Fn, c64, declare

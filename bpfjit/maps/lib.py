@@ -14,7 +14,7 @@ import threading
 
 import llvmlite.binding as llvm
 
-from ..jit import compiler
+from ..jit import target
 from . import arena
 from .native import EXPORTS, build_module
 
@@ -50,13 +50,8 @@ class Lib:
                                           self.tls_key))
         mod = llvm.parse_assembly(self.module_ir)
         mod.verify()
-        tm = compiler.target_machine(2)
-        pto = llvm.create_pipeline_tuning_options(speed_level=2)
-        pto.loop_vectorization = False      # short key loops: vector prologues cost more than they save
-        pb = llvm.create_pass_builder(tm, pto)
-        pb.getModulePassManager().run(mod, pb)
-        self.ee = llvm.create_mcjit_compiler(mod, compiler.new_target_machine(2))
-        self.ee.finalize_object()
+        target.optimize(mod, 2, vectorize=False)   # short key loops: vector prologues cost more than they save
+        self.ee = target.mcjit(mod, 2)
         self.addr: dict[str, int] = {}
         for name, nargs in EXPORTS.items():
             a = self.ee.get_function_address(name)
@@ -80,6 +75,9 @@ def lib() -> Lib:
             if _LIB is None:
                 _LIB = Lib()
     return _LIB
+
+
+target.symbol_provider("bpfmap_", lib)     # what a program loaded from the disk cache links against
 
 
 def set_default_ncpus(n: int) -> None:
