@@ -19,7 +19,6 @@ from ..maps import arena, emit
 from ..maps import layout as L
 from ..maps.base import KeyValueMap
 from ..maps.lib import lib
-from ..maps.progarray import ProgArrayMap
 from ..maps.queuestack import QueueMap
 from ..maps.ring import PerfEventArrayMap, RingBufMap
 from ..memory import PERM_R, PERM_W
@@ -29,7 +28,10 @@ emit.register(NATIVE)
 
 
 def _map(addr: int, cls):
+    """The live map at a descriptor address if it is a `cls` (a class, or a map type name), else None."""
     m = arena.map_at(addr)
+    if isinstance(cls, str):
+        return m if getattr(m, "map_type", None) == cls else None
     return m if isinstance(m, cls) else None
 
 
@@ -63,7 +65,7 @@ def map_delete_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def tail_call(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r2, ProgArrayMap)
+    m = _map(r2, "prog_array")
     if m is None:
         return -L.EINVAL
     idx = r3 & 0xFFFFFFFF

@@ -35,6 +35,7 @@ from llvmlite import ir
 from ..errors import RuntimeFault
 from ..memory import PERM_R
 from ..jit.irlib import I8, I32, I64, I64P, c64, region_check_fn
+from .irhelper import IRHelper
 
 EINVAL = 22
 MAX_FMT = 512             # the most format bytes the kernel's verifier admits (MAX_BPF_STACK); more: -EINVAL
@@ -328,7 +329,6 @@ def _conv_len_fn(module: ir.Module) -> ir.Function:
 
 def emit_trace_printk(module: ir.Module, fn: ir.Function, checked: bool) -> None:
     """The native twin of trace_printk (compiled into builtin's support library)."""
-    from .builtin import IRHelper   # builtin imports this module; the IR utilities live there
     h = IRHelper(module, fn)
     b = h.b
     fmt, size, r3, r4, r5 = fn.args[1:]
