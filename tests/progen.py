@@ -871,18 +871,14 @@ def run_engine(vm: VM, case: Case, mode: Mode = Mode()) -> Outcome:
     else:
         buf = np.frombuffer(case.mems[mode.mem], dtype=np.uint8).copy()
     start = buf.ctypes.data if buf.size else 0
-    try:   # a stale meter from an earlier run must not pass for this run's
-        vm.engine.last_count = None
-    except AttributeError:
-        pass
-    try:
+    try:   # engine.last_count is the meter of the last run: of the last record / the last bench run
         if mode.how == "run":
             r0 = vm.run(buf, readonly=mode.readonly)
-            out = Outcome("ok", r0=r0, count=getattr(vm.engine, "last_count", None))
         elif mode.how == "batch":
-            out = Outcome("ok", r0=tuple(int(v) for v in vm.run_batch(buf)))
+            r0 = tuple(int(v) for v in vm.run_batch(buf))
         else:
-            out = Outcome("ok", r0=vm.bench(buf, mode.n))
+            r0 = vm.bench(buf, mode.n)
+        out = Outcome("ok", r0=r0, count=vm.engine.last_count)
     except RuntimeFault as e:
         out = Outcome(e.kind, pc=e.pc, addr=e.addr, size=e.size, record=getattr(e, "record", None))
     out.mem_start, out.stack_start = start, stack.start
