@@ -86,6 +86,47 @@ def test_generated_programs_do_not_depend_on_addresses(case):
     assert [progen.self_check(case, mode) for mode in progen.modes(case)] == [[]] * len(progen.modes(case))
 
 
+# ---- seams: maps, tail calls, kprobe contexts, Python helpers (progen.SeamGenerator) ----
+def _explain_seams(case: progen.SeamCase, results) -> str:
+    lines = []
+    for mode, a, b, diffs in results:
+        if diffs:
+            lines += [f"{mode} differs in {diffs}", f"  interp: {a.describe()}", f"  jit:    {b.describe()}"]
+    return "\n".join(lines + [case.text()])
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(progen.seam_cases(size=8))
+def test_engines_agree_across_seams(case):
+    """r0, meter, fault (kind, pc, size, record, address relative to its region), mem, stack and the final
+    contents of every map agree between the engines, in run, run_batch and bench."""
+    results = progen.run_seam_case(case)
+    assert not any(r[-1] for r in results), _explain_seams(case, results)
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(progen.seam_cases(size=8))
+def test_seam_programs_do_not_depend_on_addresses(case):
+    assert progen.seam_self_check(case, progen.Mode()) == []
+
+
+def test_seam_generator_reaches_every_seam():
+    """A fixed sample covers maps (array and hash, every map helper, atomics), tail calls (taken and
+    falling through), kprobe and raw contexts, Python helpers, and faults of every memory kind."""
+    kinds, texts, types = Counter(), "", set()
+    for i in range(30):
+        case = progen.random_seam_case(random.Random(f"cover:{i}"))
+        texts += case.main + "".join(t or "" for t in case.targets)
+        types.add(case.prog_type)
+        rig = progen.SeamRig(case, "interp")
+        kinds.update(progen.seam_run(rig, m).kind for m in progen.seam_modes(case))
+    for needle in ("map(arr)", "map(h)", "map_lookup_elem", "map_update_elem", "map_delete_elem", "lock ",
+                   "cmpxchg", "tail_call", "fuzz_mix"):
+        assert needle in texts, needle
+    assert types == {"raw", "kprobe"}
+    assert {"ok", "load", "store", "insn_limit"} <= set(kinds), kinds
+
+
 def _sample(n: int, seed: int = 1) -> list[progen.Case]:
     return [progen.random_case(random.Random(seed * 100_003 + i), size=10, budget=2000) for i in range(n)]
 
