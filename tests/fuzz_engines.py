@@ -199,6 +199,15 @@ def work(task, where=None) -> dict:
     return stats
 
 
+# Open library bugs that seam cases hit (xfail tests in tests/test_safety.py): name -> predicate.
+KNOWN_SEAM_BUGS: dict = {
+    # test_tail_call_target_ldabs_uses_the_current_records_bounds, ..._python_helper_sees_the_current_record
+    "jit run_batch: tail-call target's packet bounds / helper context not refreshed":
+        lambda case, mode, a, b: mode.how == "batch" and any(
+            t is not None and ("ldabs" in t or "ctx_byte" in t) for t in case.targets),
+}
+
+
 def seam_program(seed: int, index: int, opts: dict, stats: dict, where) -> None:
     """Program `index` as a seam case (progen.SeamGenerator: maps, tail calls, kprobe ctx, Python helpers):
     every mode in both engines; a divergence is self-checked and written with the case's text (no
@@ -219,6 +228,10 @@ def seam_program(seed: int, index: int, opts: dict, stats: dict, where) -> None:
         stats["outcomes"][a.kind] += 1
         if not diffs:
             continue
+        known = next((name for name, pred in KNOWN_SEAM_BUGS.items() if pred(case, mode, a, b)), None)
+        if known:
+            stats["known"][known] += 1
+            return
         if progen.seam_self_check(case, mode):
             stats["nondeterministic"].append({"index": index, "mode": str(mode), "diffs": diffs,
                                               "interp": a.describe(), "jit": b.describe()})

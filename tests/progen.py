@@ -988,7 +988,17 @@ def seam_registry():
     from bpfjit.helpers.map_helpers import register_map_helpers
     reg = register_map_helpers(default_registry().copy())
     reg.register(Helper(MIX_ID, "fuzz_mix", fuzz_mix, ("anything", "anything"), "integer"))
+    reg.register(Helper(CTX_BYTE_ID, "ctx_byte", ctx_byte, ("anything", "anything"), "integer"))
     return reg
+
+
+CTX_BYTE_ID = 1001
+
+
+def ctx_byte(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
+    """A Python helper that reads the run's memory: the byte at r1 + (r2 & 7), or -14 if unreadable."""
+    data = ctx.aspace.read_bytes((r1 + (r2 & 7)) & M64, 1)
+    return data[0] if data is not None else (-14) & M64
 
 
 @dataclass
@@ -1184,6 +1194,15 @@ class SeamGenerator:
         first = f"mov %r1, {MIX_FAULT}" if s.chance(0.05) else "mov %r1, %r9"
         return [first, "mov %r2, %r7", "call fuzz_mix", "add %r9, %r0", "mov %r1, %r6"]
 
+    def st_ctxhelper(self, in_target: bool) -> list[str]:
+        return ["mov %r1, %r6", "mov %r2, %r7", "call ctx_byte", "add %r9, %r0", "mov %r1, %r6"]
+
+    def st_ldabs(self, in_target: bool) -> list[str]:
+        s = self.s
+        size = s.pick((1, 2, 4))
+        off = s.int(0, max(0, self.mem_len - size)) if s.chance(0.9) else self.mem_len - size + s.int(1, 4)
+        return ["mov %r1, %r6", f"ldabs{ {1: 'b', 2: 'h', 4: 'w'}[size]} {off}", "add %r9, %r0"]
+
     def st_ctx(self, in_target: bool) -> list[str]:
         s = self.s
         n = self.mem_len
@@ -1210,7 +1229,8 @@ class SeamGenerator:
         off = self.s.pick((-32, -40, -48))
         return [f"stxdw [%r10{off}], %r9", f"ldxdw %r7, [%r10{off}]"]
 
-    STATEMENTS = {"lookup": 6, "update": 4, "delete": 2, "tail": 3, "py": 2, "ctx": 4, "alu": 4, "stack": 1}
+    STATEMENTS = {"lookup": 6, "update": 4, "delete": 2, "tail": 3, "py": 2, "ctx": 4, "alu": 4, "stack": 1,
+                  "ctxhelper": 1, "ldabs": 1}
 
     def program(self, n: int, in_target: bool) -> str:
         s = self.s

@@ -406,6 +406,39 @@ def test_tail_call_target_in_a_batch_sees_only_the_current_record(engine):
     assert vm.run_batch(recs).tolist() == [0, 1, 1]
 
 
+@pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
+    strict=True, reason="lib: JIT run_batch does not refresh a tail-call target's helper context: its Python "
+                        "helper reads nothing (issue 8 item 2)"))])
+def test_tail_call_target_python_helper_sees_the_current_record(engine):
+    """The batch loop refreshes what a target needs: its Python helper reads the record being run."""
+    reg = register_map_helpers(default_registry().copy())
+    reg.register(Helper(951, "first_byte", lambda ctx, r1, *a: ctx.aspace.read_bytes(r1, 1)[0]))
+    rt = runtime(registry=reg)
+    pa = ProgArrayMap(1, rt, name="jmp")
+    rt.add_map(pa)
+    pa[0] = rt.assemble("call first_byte\nexit")
+    recs = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    vm = VM(rt.assemble("mov %r6, %r1\n" + tail(0) + "exit"), engine, rt.config, runtime=rt)
+    assert vm.run_batch(recs).tolist() == [0, 16, 32]
+
+
+@pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
+    strict=True, reason="lib: JIT run_batch does not refresh a tail-call target's packet bounds: ldabs in the "
+                        "target faults 'load' (issue 8 item 2)"))])
+def test_tail_call_target_ldabs_uses_the_current_records_bounds(engine):
+    """ldabs in a target reads the current record, and past its end ends the program with r0 = 0."""
+    rt = runtime()
+    pa = ProgArrayMap(2, rt, name="jmp")
+    rt.add_map(pa)
+    pa[0] = rt.assemble("ldabsb 15\nexit")
+    pa[1] = rt.assemble("mov %r0, 5\nldabsb 16\nexit")
+    recs = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    for slot, want in ((0, [15, 31, 47]), (1, [0, 0, 0])):
+        vm = VM(rt.assemble("mov %r6, %r1\n" + tail(slot) + "exit"), engine, rt.config, runtime=rt)
+        assert vm.run_batch(recs).tolist() == want
+        assert vm.run(recs[1].copy()) == want[1]
+
+
 def test_tail_call_owner_rules_refuse_another_config(engine):
     rt = runtime()
     pa = ProgArrayMap(1, rt, name="jmp")
