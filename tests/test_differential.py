@@ -95,25 +95,31 @@ def _explain_seams(case: progen.SeamCase, results) -> str:
     return "\n".join(lines + [case.text()])
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=12, **SETTINGS)
 @given(progen.seam_cases(size=8))
 def test_engines_agree_across_seams(case):
     """r0, meter, fault (kind, pc, size, record, address relative to its region), mem, stack and the final
     contents of every map agree between the engines, in run, run_batch and bench."""
     results = progen.run_seam_case(case)
-    if _hits_known_batch_target_bug(case):   # xfail tests in test_safety.py: compare the other modes
-        results = [r for r in results if r[0].how != "batch"]
+    results = [r for r in results if not _hits_known_target_bugs(case, r[0])]
     assert not any(r[-1] for r in results), _explain_seams(case, results)
 
 
-def _hits_known_batch_target_bug(case) -> bool:
-    """lib (open, issue 8 item 2): the JIT's run_batch does not refresh a tail-call target's packet bounds
-    and helper context (test_tail_call_target_ldabs_uses_the_current_records_bounds and
-    test_tail_call_target_python_helper_sees_the_current_record in test_safety.py)."""
-    return any(t is not None and ("ldabs" in t or "ctx_byte" in t) for t in case.targets)
+def _hits_known_target_bugs(case, mode) -> bool:
+    """lib (open, issue 8 item 2; xfail tests in test_safety.py): in the JIT a tail-call target's Python
+    helper has no (or a stale) helper context when the caller has none
+    (test_tail_call_target_python_helper_when_the_caller_has_none), and run_batch does not refresh a
+    target's packet bounds and helper context (test_tail_call_target_ldabs_uses_the_current_records_bounds,
+    test_tail_call_target_python_helper_sees_the_current_record)."""
+    py = ("ctx_byte", "fuzz_mix")
+    targets = [t for t in case.targets if t is not None]
+    target_py = any(h in t for t in targets for h in py)
+    if target_py and not any(h in case.main for h in py):
+        return True
+    return mode.how == "batch" and (target_py or any("ldabs" in t for t in targets))
 
 
-@settings(max_examples=8, **SETTINGS)
+@settings(max_examples=4, **SETTINGS)
 @given(progen.seam_cases(size=8))
 def test_seam_programs_do_not_depend_on_addresses(case):
     assert progen.seam_self_check(case, progen.Mode()) == []
@@ -123,7 +129,7 @@ def test_seam_generator_reaches_every_seam():
     """A fixed sample covers maps (array and hash, every map helper, atomics), tail calls (taken and
     falling through), kprobe and raw contexts, Python helpers, and faults of every memory kind."""
     kinds, texts, types = Counter(), "", set()
-    for i in range(30):
+    for i in range(24):
         case = progen.random_seam_case(random.Random(f"cover:{i}"))
         texts += case.main + "".join(t or "" for t in case.targets)
         types.add(case.prog_type)

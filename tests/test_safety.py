@@ -423,6 +423,23 @@ def test_tail_call_target_python_helper_sees_the_current_record(engine):
 
 
 @pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
+    strict=True, reason="lib: in the JIT, when the caller has no Python helper (native fast path), a tail-call "
+                        "target's Python helper runs with no helper context, or a stale one of an earlier run "
+                        "(issue 8 item 2)"))])
+@pytest.mark.parametrize("mem", ["numpy", "bytes"])
+def test_tail_call_target_python_helper_when_the_caller_has_none(engine, mem):
+    reg = register_map_helpers(default_registry().copy())
+    reg.register(Helper(952, "first_byte2", lambda ctx, r1, *a: (ctx.aspace.read_bytes(r1, 1) or b"?")[0]))
+    rt = runtime(registry=reg)
+    pa = ProgArrayMap(1, rt, name="jmp")
+    rt.add_map(pa)
+    pa[0] = rt.assemble("call first_byte2\nexit")
+    vm = VM(rt.assemble("mov %r6, %r1\n" + tail(0) + "exit"), engine, rt.config, runtime=rt)
+    buf = np.full(16, 7, np.uint8) if mem == "numpy" else bytes([7] * 16)
+    assert (vm.run(buf), vm.run(buf)) == (7, 7)
+
+
+@pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
     strict=True, reason="lib: JIT run_batch does not refresh a tail-call target's packet bounds: ldabs in the "
                         "target faults 'load' (issue 8 item 2)"))])
 def test_tail_call_target_ldabs_uses_the_current_records_bounds(engine):
