@@ -1,4 +1,10 @@
-"""Shared fixtures: the engine parameter every behaviour test runs under, and the shared data paths."""
+"""Shared fixtures: the engine parameter every behaviour test runs under, and the shared data paths.
+
+Tests that need ../shared (the bpf_conformance suite) carry the `needs_shared(n)` marker, n = how many tests
+the item stands for (a parametrized test whose files are absent collapses into one placeholder item). When
+../shared is absent, such a test FAILS if the environment variable CI is set (CI must run the suite) and is
+skipped otherwise; the terminal summary then says loudly how many tests did not run.
+"""
 from __future__ import annotations
 
 import atexit
@@ -17,15 +23,55 @@ import pytest
 from bpfjit import VM, Config, Program
 
 ENGINES = ("interp", "jit")
+SHARED_ABSENT = "../shared/conformance is absent: the conformance suite cannot run here"
 
 
 def shared_dir() -> Path | None:
     """../shared next to the project (CI lays a copy there)."""
     for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
         p = base / "shared"
-        if p.is_dir():
+        if (p / "conformance").is_dir():
             return p
     return None
+
+
+def shared_params(files: list, n: int, ids=None) -> list:
+    """pytest params for `files` of ../shared, or one placeholder (None) standing for the `n` absent tests."""
+    if files:
+        return [pytest.param(p, id=ids(p) if ids else None) for p in files]
+    return [pytest.param(None, id="shared-absent", marks=pytest.mark.needs_shared(n))]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_shared(n): needs ../shared/conformance; stands for n tests")
+    config.stash[_NOT_RUN] = [0, 0]
+
+
+_NOT_RUN = pytest.StashKey[list]()
+
+
+def pytest_runtest_setup(item):
+    mark = item.get_closest_marker("needs_shared")
+    if mark is None or shared_dir() is not None:
+        return
+    n = mark.args[0] if mark.args else 1
+    if os.environ.get("CI"):
+        pytest.fail(f"{SHARED_ABSENT} and CI is set: the conformance suite must run in CI ({n} tests)",
+                    pytrace=False)
+    counts = item.config.stash[_NOT_RUN]
+    counts[0] += n
+    counts[1] += 1
+    pytest.skip(f"{SHARED_ABSENT} ({n} tests)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n, items = config.stash.get(_NOT_RUN, [0, 0])
+    if n:
+        terminalreporter.section("CONFORMANCE SUITE NOT RUN", sep="!", red=True, bold=True)
+        terminalreporter.write_line(
+            f"{n} conformance tests DID NOT RUN ({items} skipped placeholders): ../shared/conformance is absent. "
+            "Lay the bpf_conformance suite next to the project; with CI set these are failures.",
+            red=True, bold=True)
 
 
 @pytest.fixture(params=ENGINES)

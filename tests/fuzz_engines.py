@@ -4,6 +4,10 @@
     python tests/fuzz_engines.py --seed S --index I          # show and run one program of a campaign
     python tests/fuzz_engines.py --replay DIR/div-....data   # re-run a reproducer
 
+`--seams F` (default 0.2) makes a fraction F of the programs seam cases (progen.SeamGenerator: array and hash
+maps through the map helpers with atomics on values, prog_array tail calls, kprobe contexts, Python helpers),
+compared also on the final map contents; their divergences are written as text (not minimized).
+
 Program i of seed S is generated from `random.Random(f"{S}:{i}")`, so any program of a campaign can be
 regenerated alone. Each program is compiled once and run with `--runs` mem contents, plus one run at a
 random instruction limit inside the run (the JIT's compiled code does not depend on the limit's value).
@@ -162,6 +166,9 @@ def work(task, where=None) -> dict:
     stats = {"programs": 0, "runs": 0, "slots": 0, "outcomes": Counter(), "gen_errors": [],
              "nondeterministic": [], "divergences": [], "known": Counter()}
     for index in range(start, start + count):
+        if random.Random(f"{seed}:{index}:seam").random() < opts.get("seams", 0):
+            seam_program(seed, index, opts, stats, where)
+            continue
         try:
             where(index, 0)
             case = generate(seed, index, opts)
@@ -190,6 +197,64 @@ def work(task, where=None) -> dict:
             stats["divergences"].append(divergence(seed, index, run_case, mode, a, b, diffs, shrink))
             break   # one reproducer per program
     return stats
+
+
+# Open library bugs that seam cases hit (xfail tests in tests/test_safety.py): name -> predicate.
+KNOWN_SEAM_BUGS: dict = {
+    "jit: tail-call target's Python helper / packet bounds without a fresh context":
+        lambda case, mode, a, b: _known_target_bug(case, mode),
+}
+
+
+def _known_target_bug(case, mode) -> bool:
+    """lib (open, issue 8 item 2; xfail tests in test_safety.py): in the JIT a tail-call target's Python
+    helper has no (or a stale) helper context when the caller has none
+    (test_tail_call_target_python_helper_when_the_caller_has_none), and run_batch does not refresh a
+    target's packet bounds and helper context (test_tail_call_target_ldabs_uses_the_current_records_bounds,
+    test_tail_call_target_python_helper_sees_the_current_record)."""
+    py = ("ctx_byte", "fuzz_mix")
+    targets = [t for t in case.targets if t is not None]
+    target_py = any(h in t for t in targets for h in py)
+    if target_py and not any(h in case.main for h in py):
+        return True
+    return mode.how == "batch" and (target_py or any("ldabs" in t for t in targets))
+
+
+def seam_program(seed: int, index: int, opts: dict, stats: dict, where) -> None:
+    """Program `index` as a seam case (progen.SeamGenerator: maps, tail calls, kprobe ctx, Python helpers):
+    every mode in both engines; a divergence is self-checked and written with the case's text (no
+    minimization)."""
+    try:
+        where(index, 0)
+        case = progen.random_seam_case(random.Random(f"{seed}:{index}"), size=opts["size"])
+        where(index, 1)
+        results = progen.run_seam_case(case)
+        where(index, 2)
+    except Exception:   # noqa: BLE001 - a generator or harness bug: record it and go on
+        stats["gen_errors"].append({"index": index, "error": traceback.format_exc(limit=8)})
+        return
+    stats["programs"] += 1
+    stats["outcomes"]["seam programs"] += 1
+    for mode, a, b, diffs in results:
+        stats["runs"] += 1
+        stats["outcomes"][a.kind] += 1
+        if not diffs:
+            continue
+        known = next((name for name, pred in KNOWN_SEAM_BUGS.items() if pred(case, mode, a, b)), None)
+        if known:
+            stats["known"][known] += 1
+            return
+        if progen.seam_self_check(case, mode):
+            stats["nondeterministic"].append({"index": index, "mode": str(mode), "diffs": diffs,
+                                              "interp": a.describe(), "jit": b.describe()})
+            continue
+        text = case.text()
+        stats["divergences"].append({
+            "seed": seed, "index": index, "diffs": diffs, "interp": a.describe(), "jit": b.describe(),
+            "mode": f"seams {mode}", "config": repr(case.config), "original": text, "minimized": text,
+            "min_diffs": diffs, "data": f"# seam case, seed {seed} program {index}, {mode} differs in {diffs}\n"
+                                        f"# interp: {a.describe()}\n# jit: {b.describe()}\n{text}\n"})
+        return
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -388,12 +453,13 @@ def _interrupt(signum, frame):
 
 def campaign(args) -> int:
     c = Campaign(args)
-    opts = {"size": args.size, "budget": args.budget, "runs": args.runs, "loops": args.loops, "opt": args.opt}
+    opts = {"size": args.size, "budget": args.budget, "runs": args.runs, "loops": args.loops, "opt": args.opt,
+            "seams": args.seams}
     end = args.start + args.programs
     tasks = [(args.seed, s, min(args.chunk, end - s), opts) for s in range(args.start, end, args.chunk)]
     c.log(f"campaign seed {args.seed}: {args.programs} programs from {args.start}, {args.jobs} jobs, "
           f"{args.runs} mems each, size {args.size}, budget {args.budget}, loops {args.loops}, "
-          f"opt levels {args.opt or OPT_LEVELS}")
+          f"opt levels {args.opt or OPT_LEVELS}, seam fraction {args.seams}")
     stopped = None
     deadline = c.t0 + args.max_minutes * 60 if args.max_minutes else None
     signal.signal(signal.SIGTERM, _interrupt)     # `kill PID` stops the workers and writes the summary
@@ -449,6 +515,8 @@ def main(argv=None) -> int:
                    help="fraction of programs also run with run_batch and bench (a second JIT module)")
     p.add_argument("--opt", type=opt_weights, default=None,
                    help="JIT opt_level weights, e.g. 0:14,2:4 (default: OPT_LEVELS)")
+    p.add_argument("--seams", type=float, default=0.2,
+                   help="fraction of programs that are seam cases (maps, tail calls, kprobe ctx, Python helpers)")
     p.add_argument("--budget", type=int, default=3000, help="bound on executed instructions per run")
     p.add_argument("--chunk", type=int, default=50, help="programs per worker task")
     p.add_argument("--recycle", type=int, default=40, help="tasks per worker process before a fresh one")

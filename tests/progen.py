@@ -847,6 +847,8 @@ class Outcome:
     stack_start: int = 0
     mem: bytes = b""
     stack: bytes = b""
+    maps: tuple = ()              # seams: final map contents
+    bases: dict = field(default_factory=dict)   # seams: map name -> region start
 
     def describe(self) -> str:
         if self.kind == "ok":
@@ -871,18 +873,14 @@ def run_engine(vm: VM, case: Case, mode: Mode = Mode()) -> Outcome:
     else:
         buf = np.frombuffer(case.mems[mode.mem], dtype=np.uint8).copy()
     start = buf.ctypes.data if buf.size else 0
-    try:   # a stale meter from an earlier run must not pass for this run's
-        vm.engine.last_count = None
-    except AttributeError:
-        pass
-    try:
+    try:   # engine.last_count is the meter of the last run: of the last record / the last bench run
         if mode.how == "run":
             r0 = vm.run(buf, readonly=mode.readonly)
-            out = Outcome("ok", r0=r0, count=getattr(vm.engine, "last_count", None))
         elif mode.how == "batch":
-            out = Outcome("ok", r0=tuple(int(v) for v in vm.run_batch(buf)))
+            r0 = tuple(int(v) for v in vm.run_batch(buf))
         else:
-            out = Outcome("ok", r0=vm.bench(buf, mode.n))
+            r0 = vm.bench(buf, mode.n)
+        out = Outcome("ok", r0=r0, count=vm.engine.last_count)
     except RuntimeFault as e:
         out = Outcome(e.kind, pc=e.pc, addr=e.addr, size=e.size, record=getattr(e, "record", None))
     out.mem_start, out.stack_start = start, stack.start
@@ -970,3 +968,315 @@ def from_data(text: str, path: str = "<data>") -> tuple[Case, Mode]:
     mem_len = int(mode_text.split(" mem_len:")[1].split()[0])
     mems = [df.mem[i:i + mem_len] for i in range(0, len(df.mem), mem_len)] if mem_len else [b""]
     return Case(datafile.insns_of(df), Config(**conf), mem_len, mems, readonly=mode.readonly), mode
+
+
+# ------------------------------------------------------------------------------------------ seams
+# Programs that cross the seams between parts: maps (array and hash lookup/update/delete through the map
+# helpers, loads, stores and atomics on looked-up values), tail calls (a prog_array of generated targets),
+# kprobe contexts (prog_type kprobe, a read-only pt_regs ctx) and Python helpers. Built from statement
+# templates as assembly text. Register discipline: r6 = the ctx pointer (set at every entry, main and target),
+# r7 and r9 DATA, r8 scratch DATA; r0 after a lookup is a pointer and is overwritten before it can reach
+# data. Every run gets fresh map contents (`SeamCase.reset`), so both engines start alike.
+ARR_ENTRIES, ARR_VALUE = 4, 16
+HASH_ENTRIES = 6
+SEAM_SLOTS = 4                         # prog_array slots; the last one stays empty
+KPROBE_KV = 0x040100
+
+
+def seam_registry():
+    from bpfjit.helpers import default_registry
+    from bpfjit.helpers.map_helpers import register_map_helpers
+    reg = register_map_helpers(default_registry().copy())
+    reg.register(Helper(MIX_ID, "fuzz_mix", fuzz_mix, ("anything", "anything"), "integer"))
+    reg.register(Helper(CTX_BYTE_ID, "ctx_byte", ctx_byte, ("anything", "anything"), "integer"))
+    return reg
+
+
+CTX_BYTE_ID = 1001
+
+
+def ctx_byte(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
+    """A Python helper that reads the run's memory: the byte at r1 + (r2 & 7), or -14 if unreadable."""
+    data = ctx.aspace.read_bytes((r1 + (r2 & 7)) & M64, 1)
+    return data[0] if data is not None else (-14) & M64
+
+
+@dataclass
+class SeamCase:
+    """A main program and its tail-call targets (assembly text), the program type, Config, mems (records)
+    and the initial map contents."""
+    main: str
+    targets: list                      # [text or None] per prog_array slot
+    prog_type: str
+    config: Config
+    mems: list
+    arr_init: list
+    hash_init: dict
+    readonly: bool = False
+
+    @property
+    def mem_len(self) -> int:
+        return len(self.mems[0])
+
+    def text(self) -> str:
+        out = [f"# prog_type {self.prog_type} config {self.config}", f"# arr {self.arr_init}",
+               f"# hash {self.hash_init}", "-- main", self.main]
+        for i, t in enumerate(self.targets):
+            out += [f"-- target {i}", t if t is not None else "(empty)"]
+        return "\n".join(out)
+
+
+def _arr_buf(m) -> np.ndarray:
+    return m.regions()[0].buf
+
+
+class SeamRig:
+    """One engine's runtime for a SeamCase: the maps, the prog_array filled with the targets, the VM."""
+
+    def __init__(self, case: SeamCase, engine: str):
+        from bpfjit.maps import ArrayMap, HashMap, ProgArrayMap
+        self.case = case
+        self.rt = Runtime(case.config, helpers=seam_registry(), kern_version=KPROBE_KV)
+        self.arr = ArrayMap(4, ARR_VALUE, ARR_ENTRIES, name="arr")
+        self.h = HashMap(4, 8, HASH_ENTRIES, name="h", value_type=np.uint64)
+        self.jmp = ProgArrayMap(SEAM_SLOTS, self.rt, name="jmp")
+        for m in (self.arr, self.h, self.jmp):
+            self.rt.add_map(m)
+        meta = dict(prog_type=case.prog_type, kern_version=KPROBE_KV, license="GPL")
+        for i, t in enumerate(case.targets):
+            if t is not None:
+                self.jmp[i] = self.rt.assemble(t, **meta)
+        self.vm = VM(self.rt.assemble(case.main, **meta), engine, case.config, runtime=self.rt)
+
+    def reset(self) -> None:
+        _arr_buf(self.arr)[:] = np.frombuffer(bytes(self.case.arr_init), dtype=np.uint8)
+        self.h.clear()
+        for k, v in self.case.hash_init.items():
+            self.h[k] = v
+
+    def maps_state(self) -> tuple:
+        return (_arr_buf(self.arr).tobytes(),
+                tuple(sorted((bytes(k) if not isinstance(k, int) else k.to_bytes(4, "little"), int(v))
+                             for k, v in self.h.items())))
+
+    def bases(self) -> dict:
+        return {"arr": self.arr.regions()[0].start, "h": self.h.regions()[0].start}
+
+
+def seam_run(rig: SeamRig, mode: Mode) -> Outcome:
+    """Run a SeamCase in `mode` with fresh map contents and a zeroed stack; the outcome's `maps` holds the
+    final map contents and `bases` the map regions' starts (fault addresses compare relative to them)."""
+    case, vm = rig.case, rig.vm
+    rig.reset()
+    stack = thread_stack(vm.config.stack_size * vm.config.max_call_depth)
+    stack.buf[:] = 0
+    if mode.how == "batch":
+        buf = np.frombuffer(b"".join(case.mems), dtype=np.uint8).reshape(len(case.mems), case.mem_len).copy()
+    else:
+        buf = np.frombuffer(case.mems[mode.mem], dtype=np.uint8).copy()
+    try:
+        if mode.how == "run":
+            r0 = vm.run(buf, readonly=mode.readonly)
+        elif mode.how == "batch":
+            r0 = tuple(int(v) for v in vm.run_batch(buf))
+        else:
+            r0 = vm.bench(buf, mode.n)
+        out = Outcome("ok", r0=r0, count=vm.engine.last_count)
+    except RuntimeFault as e:
+        out = Outcome(e.kind, pc=e.pc, addr=e.addr, size=e.size, record=getattr(e, "record", None))
+    out.mem_start, out.stack_start = buf.ctypes.data, stack.start
+    out.mem, out.stack = buf.tobytes(), stack.buf.tobytes()
+    out.maps = rig.maps_state()
+    out.bases = rig.bases()
+    return out
+
+
+def seam_compare(a: Outcome, b: Outcome, metered: bool) -> list[str]:
+    diffs = compare(a, b, metered)
+    if "fault addr" in diffs and a.addr is not None and b.addr is not None and any(
+            a.addr - a.bases[k] == b.addr - b.bases[k] for k in a.bases):
+        diffs.remove("fault addr")
+    if a.maps != b.maps:
+        diffs.append("maps")
+    return diffs
+
+
+def seam_modes(case: SeamCase) -> list[Mode]:
+    return [Mode("run", i, case.readonly) for i in range(len(case.mems))] + [Mode("batch"), Mode("bench")]
+
+
+def run_seam_case(case: SeamCase, only=None) -> list[tuple[Mode, Outcome, Outcome, list]]:
+    ri, rj = SeamRig(case, "interp"), SeamRig(case, "jit")
+    res = []
+    for mode in only or seam_modes(case):
+        a, b = seam_run(ri, mode), seam_run(rj, mode)
+        res.append((mode, a, b, seam_compare(a, b, case.config.insn_limit is not None)))
+    return res
+
+
+class SeamGenerator:
+    """Random SeamCases from a source (RandomSource or DrawSource)."""
+
+    def __init__(self, src, size: int = 8):
+        self.s, self.size, self.n = src, size, 0
+
+    def label(self) -> str:
+        self.n += 1
+        return f"L{self.n}"
+
+    def imm(self) -> int:
+        s = self.s
+        return s.pick((0, 1, -1, 7, 0x7F, 0x80, -0x80000000, 0x7FFFFFFF)) if s.chance(0.5) else s.int(-1000, 1000)
+
+    def key(self, hi: int) -> int:
+        return self.s.int(0, hi)
+
+    def key_on_stack(self, k: int) -> list[str]:
+        return [f"stw [%r10-4], {k}", "mov %r2, %r10", "add %r2, -4"]
+
+    def value_op(self, value_size: int, oob: bool) -> list[str]:
+        """An access through r0 (a value pointer, non-null): load into r8 (added to r9), store or atomic."""
+        s = self.s
+        size = s.pick((1, 2, 4, 8))
+        sfx = {1: "b", 2: "h", 4: "w", 8: "dw"}[size]
+        off = s.int(0, (value_size - size) // size) * size
+        if oob and s.chance(0.15):
+            off = s.pick((value_size, -size, value_size - size + s.int(1, size - 1) if size > 1 else value_size))
+        kind = s.pick(("load", "load", "store", "atomic"))
+        if kind == "load":
+            return [f"ldx{sfx} %r8, [%r0{off:+d}]", "add %r9, %r8"]
+        if kind == "store":
+            return [f"stx{sfx} [%r0{off:+d}], %r9"] if s.chance(0.5) else [f"st{sfx} [%r0{off:+d}], {self.imm()}"]
+        w = s.pick((4, 8))
+        off = (off // w) * w if off >= 0 else -w
+        if oob and s.chance(0.1):
+            off = value_size
+        op = s.pick(("add", "or", "and", "xor", "fetch_add", "xchg", "cmpxchg"))
+        width = "32" if w == 4 else ""
+        if op == "cmpxchg":    # r0 is the expected value and gets the old one: the pointer waits in r8
+            return ["mov %r8, %r0", "mov %r0, %r7", f"lock cmpxchg{width} [%r8{off:+d}], %r9", "add %r9, %r0",
+                    "mov %r0, %r8", "mov %r8, 0"]
+        if op in ("fetch_add", "xchg"):
+            mn = "fetch add" if op == "fetch_add" else op
+            return ["mov %r8, %r7", f"lock {mn}{width} [%r0{off:+d}], %r8", "add %r9, %r8"]
+        return [f"lock {op}{width} [%r0{off:+d}], %r7"]
+
+    def st_lookup(self, in_target: bool) -> list[str]:
+        s = self.s
+        hashed = s.chance(0.4)
+        name, vsize, hi = ("h", 8, HASH_ENTRIES + 2) if hashed else ("arr", ARR_VALUE, ARR_ENTRIES + 1)
+        skip = self.label()
+        body = [x for _ in range(s.int(1, 3)) for x in self.value_op(vsize, oob=not hashed)]
+        return ([f"lddw %r1, map({name})"] + self.key_on_stack(self.key(hi)) +
+                ["call map_lookup_elem", f"jeq %r0, 0, {skip}"] + body + [f"{skip}:", "mov %r0, 0"])
+
+    def st_update(self, in_target: bool) -> list[str]:
+        s = self.s
+        hashed = s.chance(0.7)
+        name, vsize, hi = ("h", 8, HASH_ENTRIES + 3) if hashed else ("arr", ARR_VALUE, ARR_ENTRIES + 1)
+        lines = [f"stxdw [%r10-{8 + vsize}], %r9"] + ([f"stxdw [%r10-16], %r7"] if vsize == 16 else [])
+        lines += [f"lddw %r1, map({name})"] + self.key_on_stack(self.key(hi))
+        lines += ["mov %r3, %r10", f"add %r3, -{8 + vsize}", f"mov %r4, {s.pick((0, 0, 1, 2, 4))}",
+                  "call map_update_elem", "add %r9, %r0"]
+        return lines
+
+    def st_delete(self, in_target: bool) -> list[str]:
+        name = "h" if self.s.chance(0.8) else "arr"
+        return [f"lddw %r1, map({name})"] + self.key_on_stack(self.key(HASH_ENTRIES + 2)) + \
+            ["call map_delete_elem", "add %r9, %r0"]
+
+    def st_tail(self, in_target: bool) -> list[str]:
+        return ["mov %r1, %r6", "lddw %r2, map(jmp)", f"mov %r3, {self.s.int(0, SEAM_SLOTS)}", "call tail_call",
+                "add %r9, %r0"]
+
+    def st_py(self, in_target: bool) -> list[str]:
+        s = self.s
+        first = f"mov %r1, {MIX_FAULT}" if s.chance(0.05) else "mov %r1, %r9"
+        return [first, "mov %r2, %r7", "call fuzz_mix", "add %r9, %r0", "mov %r1, %r6"]
+
+    def st_ctxhelper(self, in_target: bool) -> list[str]:
+        return ["mov %r1, %r6", "mov %r2, %r7", "call ctx_byte", "add %r9, %r0", "mov %r1, %r6"]
+
+    def st_ldabs(self, in_target: bool) -> list[str]:
+        s = self.s
+        size = s.pick((1, 2, 4))
+        off = s.int(0, max(0, self.mem_len - size)) if s.chance(0.9) else self.mem_len - size + s.int(1, 4)
+        return ["mov %r1, %r6", f"ldabs{ {1: 'b', 2: 'h', 4: 'w'}[size]} {off}", "add %r9, %r0"]
+
+    def st_ctx(self, in_target: bool) -> list[str]:
+        s = self.s
+        n = self.mem_len
+        size = s.pick((1, 2, 4, 8)) if self.ptype == "raw" else s.pick((4, 8, 8))
+        sfx = {1: "b", 2: "h", 4: "w", 8: "dw"}[size]
+        if n < size:
+            return ["mov %r8, 0"]
+        off = s.int(0, (n - size) // size) * size
+        if s.chance(0.08):
+            off = s.pick((n, n - size + 1, -1, -size))
+        if s.chance(0.25):     # a store: faults in a kprobe ctx (read-only) and in read-only mem
+            return [f"stx{sfx} [%r6{off:+d}], %r9"]
+        return [f"ldx{sfx} %r8, [%r6{off:+d}]", "add %r9, %r8"]
+
+    def st_alu(self, in_target: bool) -> list[str]:
+        s = self.s
+        op = s.pick(("add", "sub", "xor", "mul", "or", "and", "lsh", "rsh", "arsh"))
+        dst = s.pick(("%r7", "%r9"))
+        if op in ("lsh", "rsh", "arsh"):
+            return [f"{op} {dst}, {s.int(0, 63)}"]
+        return [f"{op} {dst}, {self.imm()}"] if s.chance(0.6) else [f"{op} {dst}, {'%r9' if dst == '%r7' else '%r7'}"]
+
+    def st_stack(self, in_target: bool) -> list[str]:
+        off = self.s.pick((-32, -40, -48))
+        return [f"stxdw [%r10{off}], %r9", f"ldxdw %r7, [%r10{off}]"]
+
+    STATEMENTS = {"lookup": 6, "update": 4, "delete": 2, "tail": 3, "py": 2, "ctx": 4, "alu": 4, "stack": 1,
+                  "ctxhelper": 1, "ldabs": 1}
+
+    def program(self, n: int, in_target: bool) -> str:
+        s = self.s
+        lines = ["mov %r6, %r1", f"mov %r7, {self.imm()}", "mov %r8, 0", f"mov %r9, {self.imm()}"]
+        for _ in range(n):
+            st = weighted(s, list(self.STATEMENTS.items()))
+            lines += getattr(self, f"st_{st}")(in_target)
+        return "\n".join(lines + ["mov %r0, %r9", "exit"]) + "\n"
+
+    def case(self) -> SeamCase:
+        s = self.s
+        self.ptype = "kprobe" if s.chance(0.3) else "raw"
+        self.mem_len = 168 if self.ptype == "kprobe" else s.pick((8, 16, 32, 64))
+        lim = s.pick((None, 100_000, 100_000)) if s.chance(0.7) else s.int(1, 60)
+        cfg = Config(insn_limit=lim, tail_call_limit=s.pick((32, 32, 0, 1, 3)),
+                     opt_level=weighted(s, list(OPT_LEVELS.items())))
+        targets = [self.program(s.int(1, max(1, self.size // 2)), True) if i < SEAM_SLOTS - 1 and s.chance(0.8)
+                   else None for i in range(SEAM_SLOTS)]
+        main = self.program(s.int(1, self.size), False)
+        mems = [s.bytes(self.mem_len) if s.chance(0.7) else bytes(self.mem_len) for _ in range(2)]
+        arr = list(s.bytes(ARR_ENTRIES * ARR_VALUE))
+        hinit = {s.int(0, HASH_ENTRIES + 2): s.int(0, 1 << 40) for _ in range(s.int(0, HASH_ENTRIES - 1))}
+        return SeamCase(main, targets, self.ptype, cfg, mems, arr, hinit,
+                        readonly=self.ptype == "raw" and s.chance(0.1))
+
+
+def random_seam_case(rnd: random.Random, size: int = 8) -> SeamCase:
+    return SeamGenerator(RandomSource(rnd), size).case()
+
+
+def seam_cases(size: int = 8):
+    """Hypothesis strategy of SeamCases."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def _cases(draw):
+        return SeamGenerator(DrawSource(draw), size).case()
+    return _cases()
+
+
+def seam_self_check(case: SeamCase, mode: Mode) -> list[str]:
+    """Differences between two interpreter runs with other map, mem and stack addresses (another runtime,
+    another thread): non-empty means the seam program depends on addresses (a generator bug)."""
+    first = seam_run(SeamRig(case, "interp"), mode)
+    box = []
+    t = threading.Thread(target=lambda: box.append(seam_run(SeamRig(case, "interp"), mode)))
+    t.start()
+    t.join()
+    return seam_compare(first, box[0], True)

@@ -14,23 +14,15 @@ from bpfjit.errors import AssemblerError
 from bpfjit.isa import Insn
 from bpfjit.program import Program
 
-
-def _conformance_dir() -> Path | None:
-    for base in (Path(__file__).resolve().parents[2], Path.cwd().parent):
-        p = base / "shared" / "conformance"
-        if p.is_dir():
-            return p
-    return None
+from .conftest import shared_dir, shared_params
 
 
-CONF = _conformance_dir()
-NO_CONF = "shared/conformance not found (../shared/conformance next to the project)"
+_SHARED = shared_dir()
+CONF = _SHARED / "conformance" if _SHARED else None
 
 
-def _data_files(pattern: str) -> list:
-    if CONF is None:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_CONF))]
-    return [pytest.param(p, id=p.name) for p in sorted(CONF.glob(pattern))]
+def _data_files(pattern: str, n: int) -> list:
+    return shared_params(sorted(CONF.glob(pattern)) if CONF else [], n, lambda p: p.name)
 
 
 def _sections(path: Path) -> dict[str, str]:
@@ -280,7 +272,7 @@ def test_disassembly_round_trips(insns):
 
 
 # ------------------------------------------------------------------------------- conformance data
-@pytest.mark.parametrize("path", _data_files("tests/*.data"))
+@pytest.mark.parametrize("path", _data_files("tests/*.data", 313))
 def test_conformance_asm_assembles(path):
     sec = _sections(path)
     if "asm" not in sec:
@@ -293,13 +285,12 @@ def test_conformance_asm_assembles(path):
         assert insns == isa.decode(b"".join(w.to_bytes(8, "little") for w in words))
 
 
+@pytest.mark.needs_shared(1)
 def test_conformance_lddw_has_raw():
-    if CONF is None:
-        pytest.skip(NO_CONF)
     assert "raw" in _sections(CONF / "tests" / "lddw.data")
 
 
-@pytest.mark.parametrize("path", _data_files("negative/invalid_*.data"))
+@pytest.mark.parametrize("path", _data_files("negative/invalid_*.data", 11))
 def test_conformance_invalid_asm_rejected(path):
     sec = _sections(path)
     if path.name == "invalid_unknown_directive.data":
@@ -313,9 +304,8 @@ def test_conformance_invalid_asm_rejected(path):
     assert "line " in str(exc.value)
 
 
+@pytest.mark.needs_shared(1)
 def test_conformance_invalid_count():
-    if CONF is None:
-        pytest.skip(NO_CONF)
     files = sorted(p.name for p in CONF.glob("negative/invalid_*.data"))
     # 10 assembler inputs that must be rejected, plus the runner's own unknown-directive check
     assert len(files) == 11 and "invalid_unknown_directive.data" in files

@@ -319,10 +319,9 @@ def test_conformance_directory_errors(make_dir, fragment, tmp_path, capsys):
     assert fragment in _error_line(capsys)
 
 
+@pytest.mark.needs_shared(1)
 def test_conformance_shared_files(engine, tmp_path, capsys):
     """A sample of the upstream suite, linked into a directory (all 313 files run in test_conformance*.py)."""
-    if CONF_TESTS is None or not CONF_TESTS.is_dir():
-        pytest.skip("../shared/conformance is absent: the conformance suite cannot run here")
     sample = sorted(CONF_TESTS.glob("*.data"))[::16]
     for p in sample:
         (tmp_path / p.name).symlink_to(p)

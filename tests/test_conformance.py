@@ -10,7 +10,7 @@ import pytest
 
 from bpfjit import VM, BPFError, Config, LoadError, Program, RuntimeFault, datafile
 
-from .conftest import shared_dir
+from .conftest import shared_dir, shared_params
 
 SHARED = shared_dir()
 CONF = SHARED / "conformance" if SHARED else None
@@ -27,11 +27,6 @@ OWN_FILES = _files(OWN, "*.data")
 CONFIG = Config(cpu=4)
 
 
-def _require_shared():
-    if CONF is None or not CONF.is_dir():
-        pytest.skip("../shared/conformance is absent: the conformance suite cannot run here")
-
-
 def _run_file(path: Path, engine: str):
     df = datafile.load(path)
     prog = Program(datafile.insns_of(df))
@@ -45,18 +40,18 @@ def _run_file(path: Path, engine: str):
     assert r0 == df.result, f"{path.name}: r0 {r0:#x} != expected {df.result:#x}"
 
 
+@pytest.mark.needs_shared(1)
 def test_conformance_suite_present():
-    _require_shared()
     assert len(CONF_FILES) == 313
     assert len(UNUSED_FILES) == 45
 
 
-@pytest.mark.parametrize("path", CONF_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", shared_params(CONF_FILES, 313, lambda p: p.stem))
 def test_conformance(path, engine):
     _run_file(path, engine)
 
 
-@pytest.mark.parametrize("path", UNUSED_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", shared_params(UNUSED_FILES, 45, lambda p: p.stem))
 def test_unused_fields_rejected(path):
     df = datafile.load(path)
     with pytest.raises(LoadError) as ei:

@@ -14,7 +14,7 @@ import pytest
 
 from bpfjit import conformance, datafile, isa
 
-from .conftest import shared_dir
+from .conftest import shared_dir, shared_params
 
 SHARED = shared_dir()
 CONF = SHARED / "conformance" if SHARED else None
@@ -28,11 +28,6 @@ LOAD_DW = bytes.fromhex("7910000000000000 9500000000000000")       # ldxdw r0, [
 def base16(data: bytes) -> str:
     """How the upstream runner writes bytes: two hex digits and two spaces per byte."""
     return "".join(f"{b:02x}  " for b in data)
-
-
-def _require_shared():
-    if CONF is None or not CONF.is_dir():
-        pytest.skip("../shared/conformance is absent: the conformance suite cannot run here")
 
 
 def _case(path):
@@ -55,9 +50,9 @@ def _subprocess(argv, stdin: str) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------------------------ subprocess
+@pytest.mark.needs_shared(1)
 @pytest.mark.parametrize("name", SUBPROCESS_FILES)
 def test_plugin_subprocess(name, engine):
-    _require_shared()
     mem, program, expected = _case(CONF / "tests" / f"{name}.data")
     done = _subprocess([*mem, "--engine", engine], program)
     assert (done.returncode, done.stderr) == (0, "")
@@ -73,7 +68,7 @@ def test_plugin_subprocess_rejects_garbage(stdin, engine):
 
 
 # ------------------------------------------------------------------------------------- in-process
-@pytest.mark.parametrize("path", CONF_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", shared_params(CONF_FILES, 313, lambda p: p.stem))
 def test_plugin_every_file(path, engine, capsys, monkeypatch):
     mem, program, expected = _case(path)
     status, out, err = _plugin([*mem, "--engine", engine], program, capsys, monkeypatch)
@@ -81,8 +76,8 @@ def test_plugin_every_file(path, engine, capsys, monkeypatch):
     assert int(out, 16) == expected, f"{path.name}: r0 {out.strip()} != expected {expected:#x}"
 
 
+@pytest.mark.needs_shared(1)
 def test_suite_present():
-    _require_shared()
     assert len(CONF_FILES) == 313
 
 
@@ -143,9 +138,9 @@ VERDICTS = {   # negative/ file -> the runner's verdict on it
 }
 
 
+@pytest.mark.needs_shared(1)
 @pytest.mark.parametrize("name", VERDICTS)
 def test_check_file_verdicts(name, engine):
-    _require_shared()
     outcome = conformance.check_file(CONF / "negative" / name, engine)
     assert outcome.status == VERDICTS[name], outcome.message
 

@@ -28,18 +28,66 @@ def test_options_are_part_of_the_key():
     assert not VM(prog, "jit", Config(checked=False)).engine.cache_hit
 
 
-def test_disk_cache_round_trip(tmp_path):
+def test_disk_cache_round_trip(tmp_path, monkeypatch):
+    """The second compile must READ the object file (not merely recompile to the same result): every read of
+    the disk cache is counted, and the object is swapped for another program's to prove it is what runs."""
+    reads = []
+    real = compiler._getbuffer
+
+    def spy(module):
+        buf = real(module)
+        reads.append((module.name, buf is not None))
+        return buf
+    monkeypatch.setattr(compiler, "_getbuffer", spy)
     compiler.set_disk_cache(tmp_path)
     try:
         prog = Program.from_asm(SRC.replace("41", "7"))
+        other = Program.from_asm(SRC.replace("41", "99"))
         compiler.clear_cache()
         assert VM(prog, "jit").run() == 8
+        assert reads and not any(hit for _, hit in reads), "the first compile found an object it never wrote"
         objects = list(tmp_path.glob("*.o"))
-        assert objects, "the compiled object was not written to the disk cache"
+        assert len(objects) == 1, "the compiled object was not written to the disk cache"
         compiler.clear_cache()                  # a new process would only have the disk cache
-        assert VM(prog, "jit").run() == 8       # loaded from the object file
+        reads.clear()
+        vm = VM(prog, "jit")
+        assert reads == [(objects[0].stem, True)], "the second compile did not read the disk cache"
+        assert not vm.engine.cache_hit          # not from the in-memory cache
+        assert vm.run() == 8                    # loaded from the object file
+        # the object file really is what runs: put another program's object under this key
+        compiler.clear_cache()
+        VM(other, "jit")
+        other_obj = [p for p in tmp_path.glob("*.o") if p != objects[0]]
+        assert len(other_obj) == 1
+        objects[0].write_bytes(other_obj[0].read_bytes())
+        compiler.clear_cache()
+        assert VM(prog, "jit").run() == 100
     finally:
         compiler.set_disk_cache(None)
+        compiler.clear_cache()
+
+
+_SECOND_PROCESS = """
+import sys
+from bpfjit import VM, Program
+from bpfjit.jit import compiler
+reads = []
+real = compiler._getbuffer
+compiler._getbuffer = lambda m: reads.append(real(m) is not None) or real(m)
+compiler.set_disk_cache(sys.argv[1])
+print(VM(Program.from_asm(sys.argv[2]), "jit").run(), reads)
+"""
+
+
+def test_disk_cache_is_read_by_a_second_process(tmp_path):
+    import subprocess
+    import sys
+    src = SRC.replace("41", "11")
+    root = Path(__file__).resolve().parents[1]
+    outs = [subprocess.run([sys.executable, "-c", _SECOND_PROCESS, str(tmp_path), src], capture_output=True,
+                           text=True, timeout=120, cwd=root, env={"PYTHONPATH": str(root), "PATH": ""})
+            for _ in range(2)]
+    assert [o.stdout.strip() for o in outs] == ["12 [False]", "12 [True]"], [o.stderr[-500:] for o in outs]
 
 
 def test_ir_and_native_assembly_are_printable():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpfjit import VM, AssemblerError, BPFError, Config, LoadError, Program, isa
 from bpfjit.asm import assemble_insns
+from bpfjit.vm import thread_stack
 
 MNEMONICS = sorted({f.mnemonic for f in isa.FORMS}) + ["call", "lock", "ja", "exit", "lddw"]
 TOKENS = st.sampled_from(MNEMONICS + ["%r0", "%r1", "%r10", "%r11", "[%r1+4]", "[%r10-8]", "[%r1", "+1", "-3",
@@ -45,9 +48,11 @@ SLOT = st.builds(lambda op, regs, off, imm: struct.pack("<BBhi", op, regs, off, 
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(SLOT, min_size=1, max_size=8))
-def test_random_slots_run_or_fail_cleanly_in_both_engines(slots):
-    """Whatever loads runs in both engines with the same outcome, or raises a BPFError in both."""
+@given(st.lists(SLOT, min_size=1, max_size=8), st.binary(min_size=16, max_size=16))
+def test_random_slots_run_or_fail_cleanly_in_both_engines(slots, content):
+    """Whatever loads runs in both engines with the same outcome (r0, fault, final mem), or raises a BPFError
+    in both. Both engines run on the SAME numpy buffer (restored in between) and the same zeroed thread
+    stack, so r0 may even be an address (r0 = r1) and still compare equal."""
     code = b"".join(slots) + struct.pack("<BBhi", 0x95, 0, 0, 0)
     try:
         prog = Program.from_bytes(code)
@@ -55,14 +60,26 @@ def test_random_slots_run_or_fail_cleanly_in_both_engines(slots):
         return
     cfg = Config(insn_limit=2000)
     timed = _uses_time(prog)
+    mem = np.frombuffer(content, dtype=np.uint8).copy()
     outcomes = []
     for engine in ("interp", "jit"):
+        mem[:] = np.frombuffer(content, dtype=np.uint8)
+        stack = thread_stack(cfg.stack_size * cfg.max_call_depth)
+        stack.buf[:] = 0
         try:
-            r0 = VM(prog, engine, cfg).run(bytes(16))
-            outcomes.append(("ok", None if timed else r0))
+            r0 = VM(prog, engine, cfg).run(mem)
+            outcomes.append(("ok", None if timed else r0, None if timed else mem.tobytes()))
         except BPFError as e:
-            outcomes.append((type(e).__name__, getattr(e, "kind", None), getattr(e, "pc", None)))
+            outcomes.append((type(e).__name__, getattr(e, "kind", None), getattr(e, "pc", None),
+                             getattr(e, "addr", None), getattr(e, "size", None)))
     assert outcomes[0] == outcomes[1]
+
+
+def test_random_slots_compare_address_valued_r0():
+    """The case review found (r0 = the mem address) compares equal: both engines see the same buffer."""
+    mem = np.zeros(16, dtype=np.uint8)
+    prog = Program.from_asm("mov %r0, %r1\nexit")
+    assert VM(prog, "interp").run(mem) == VM(prog, "jit").run(mem) == mem.ctypes.data
 
 
 def _uses_time(prog) -> bool:
