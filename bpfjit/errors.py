@@ -71,7 +71,7 @@ class RuntimeFault(BPFError):
     def __init__(self, kind: str, pc: int, message: str = "", addr: int | None = None,
                  size: int | None = None):
         if kind not in FAULT_KINDS or kind == "none":
-            raise ValueError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS[1:])}")
+            raise ConfigError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS[1:])}", "kind")
         self.kind = kind
         self.pc = pc
         self.addr = addr

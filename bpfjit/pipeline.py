@@ -67,7 +67,7 @@ class Prepared:
 
     def tail_target(self, program: Program) -> "Prepared":
         """`program` prepared under this program's rules, as a tail-call target."""
-        return prepare(program, self.config, self.helpers, self.runtime)
+        return prepare(program, self.config, self.helpers, self.runtime, tail_target=True)
 
 
 def _default_helpers(runtime):
@@ -120,8 +120,10 @@ def resolve_lddw(program: Program, runtime) -> tuple[dict, list]:
     return out, used
 
 
-def prepare(program: Program, config: Config | None = None, helpers=None, runtime=None) -> Prepared:
-    """Validate and resolve `program` for `config` (default: the runtime's, else DEFAULT_CONFIG)."""
+def prepare(program: Program, config: Config | None = None, helpers=None, runtime=None, *,
+            tail_target: bool = False) -> Prepared:
+    """Validate and resolve `program` for `config` (default: the runtime's, else DEFAULT_CONFIG).
+    tail_target: prepared as a prog_array slot's program (it shares its caller's instruction meter)."""
     if not isinstance(program, Program):
         raise ConfigError(f"must be a bpfjit.Program; got {type(program).__name__}", "program")
     if config is None:
@@ -136,7 +138,7 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     p = Prepared(program, config, registry, runtime, ptype)
     p.calls = resolve_calls(program, registry)
     p.lddw, p.used_maps = resolve_lddw(program, runtime)
-    _verify(p)
+    _verify(p, tail_target)
     for m in p.used_maps:
         bind = getattr(m, "bind_owner", None)
         if bind is not None:
@@ -144,8 +146,12 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     return p
 
 
-def _verify(p: Prepared) -> None:
-    """The verify step: sets p.safety, p.proof / p.verifier_error and p.code_config per Config.safety."""
+def _verify(p: Prepared, tail_target: bool = False) -> None:
+    """The verify step: sets p.safety, p.proof / p.verifier_error and p.code_config per Config.safety.
+
+    Proven code runs without the meter. A tail-call chain shares one meter across programs whose slots change
+    at run time, so with an instruction limit set, programs that tail-call and tail-call targets keep it
+    (they run checked) — the proof of one program does not bound the chain."""
     from .errors import VerifierError
     config = p.config
     p.code_config = config
@@ -156,6 +162,9 @@ def _verify(p: Prepared) -> None:
     try:
         proof = verify(p.program, runtime=p.runtime, helpers=p.helpers, config=config, mem_size=config.mem_size)
         limit = config.insn_limit
+        if limit is not None and (tail_target or any(h.name == "tail_call" for h in p.calls.values())):
+            raise VerifierError(f"tail calls share the instruction meter (Config.insn_limit={limit}) across "
+                                "programs: the meter stays", None)
         if limit is not None and proof.insn_processed > limit:
             raise VerifierError(f"a path may run {proof.insn_processed} instructions, more than "
                                 f"Config.insn_limit={limit}: the meter stays", None)

@@ -125,6 +125,9 @@ class Program:
     # ---- constructors ----
     @classmethod
     def from_bytes(cls, data: bytes, config: Config = DEFAULT_CONFIG, **meta) -> "Program":
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ConfigError(f"must be bytes (raw little-endian bytecode); got {type(data).__name__}", "data")
+        data = bytes(data)
         prog = cls(isa.decode(data), **meta)
         prog.validate(config)
         return prog
@@ -134,10 +137,13 @@ class Program:
         """From slots: Insn tuples or (opcode, dst, src, off, imm) sequences, each field in its encoding's
         range (LoadError naming the slot and field otherwise)."""
         slots = []
+        if isinstance(insns, (str, bytes)) or not hasattr(insns, "__iter__"):
+            raise ConfigError(f"must be a sequence of slots (opcode, dst, src, off, imm); got "
+                              f"{type(insns).__name__}", "insns")
         for pc, i in enumerate(insns):
             try:
                 slots.append(Insn(*i))
-            except TypeError as e:
+            except (TypeError, ValueError) as e:
                 raise LoadError(f"a slot is (opcode, dst, src, off, imm); got {i!r} ({e})", pc) from None
         prog = cls(slots, **meta)
         prog.validate(config)
@@ -145,6 +151,8 @@ class Program:
 
     @classmethod
     def from_asm(cls, text: str, config: Config = DEFAULT_CONFIG, *, helpers=None, **meta) -> "Program":
+        if not isinstance(text, str):
+            raise ConfigError(f"must be assembly text (str); got {type(text).__name__}", "text")
         prog = cls(assemble_insns(text, helpers=helpers), source=text, **meta)
         prog.validate(config)
         return prog
