@@ -201,23 +201,9 @@ def work(task, where=None) -> dict:
 
 # Open library bugs that seam cases hit (xfail tests in tests/test_safety.py): name -> predicate.
 KNOWN_SEAM_BUGS: dict = {
-    "jit: tail-call target's Python helper / packet bounds without a fresh context":
-        lambda case, mode, a, b: _known_target_bug(case, mode),
+    "jit: run_batch does not refresh a tail-call target's packet bounds (ldabs)":
+        lambda case, mode, a, b: mode.how == "batch" and any("ldabs" in t for t in case.targets if t is not None),
 }
-
-
-def _known_target_bug(case, mode) -> bool:
-    """lib (open, issue 8 item 2; xfail tests in test_safety.py): in the JIT a tail-call target's Python
-    helper has no (or a stale) helper context when the caller has none
-    (test_tail_call_target_python_helper_when_the_caller_has_none), and run_batch does not refresh a
-    target's packet bounds and helper context (test_tail_call_target_ldabs_uses_the_current_records_bounds,
-    test_tail_call_target_python_helper_sees_the_current_record)."""
-    py = ("ctx_byte", "fuzz_mix")
-    targets = [t for t in case.targets if t is not None]
-    target_py = any(h in t for t in targets for h in py)
-    if target_py and not any(h in case.main for h in py):
-        return True
-    return mode.how == "batch" and (target_py or any("ldabs" in t for t in targets))
 
 
 def seam_program(seed: int, index: int, opts: dict, stats: dict, where) -> None:

@@ -406,9 +406,6 @@ def test_tail_call_target_in_a_batch_sees_only_the_current_record(engine):
     assert vm.run_batch(recs).tolist() == [0, 1, 1]
 
 
-@pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
-    strict=True, reason="lib: JIT run_batch does not refresh a tail-call target's helper context: its Python "
-                        "helper reads nothing (issue 8 item 2)"))])
 def test_tail_call_target_python_helper_sees_the_current_record(engine):
     """The batch loop refreshes what a target needs: its Python helper reads the record being run."""
     reg = register_map_helpers(default_registry().copy())
@@ -422,10 +419,6 @@ def test_tail_call_target_python_helper_sees_the_current_record(engine):
     assert vm.run_batch(recs).tolist() == [0, 16, 32]
 
 
-@pytest.mark.parametrize("engine", ["interp", pytest.param("jit", marks=pytest.mark.xfail(
-    strict=True, reason="lib: in the JIT, when the caller has no Python helper (native fast path), a tail-call "
-                        "target's Python helper runs with no helper context, or a stale one of an earlier run "
-                        "(issue 8 item 2)"))])
 @pytest.mark.parametrize("mem", ["numpy", "bytes"])
 def test_tail_call_target_python_helper_when_the_caller_has_none(engine, mem):
     reg = register_map_helpers(default_registry().copy())

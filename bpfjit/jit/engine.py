@@ -71,6 +71,10 @@ class JITEngine(Engine):
         self._ro_twin = None          # checked twin for read-only runs of a proven program that writes ctx
         plan, callbacks = self._plan_helpers()
         self.callbacks = callbacks
+        # Python code may run during a run of this program: its own Python helpers, or those of tail-call
+        # targets (their slots change at run time): such runs need the helper context and the batch view
+        self._reaches_python = bool(callbacks) or any(getattr(m, "map_type", "") == "prog_array"
+                                                      for m in prepared.used_maps)
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
         self._helper_table_addr = addr_of(self.helper_table)
         self._lddw = prepared.lddw
@@ -194,8 +198,9 @@ class JITEngine(Engine):
         return fr.scratch[:n].copy()
 
     def _fast(self):
-        """This thread's FastRunner (rebuilt when the runtime's regions change), None with Python helpers."""
-        if self.callbacks:
+        """This thread's FastRunner (rebuilt when the runtime's regions change); None when Python code may
+        run during the run (it needs the helper context the general path sets up)."""
+        if self._reaches_python:
             return None
         fr = self._local.__dict__.get("fast")
         regions = self.env.runtime_regions()
@@ -267,7 +272,7 @@ class JITEngine(Engine):
         top = env.stack().end
         st, table = self._state(aspace, base, stride, top, perms, skip=record_region)
         _TLS.ctx = env.helper_ctx(aspace)
-        _TLS.batch = (records, record_region) if self.callbacks else None
+        _TLS.batch = (records, record_region) if self._reaches_python else None
         batch, _ = self._loop_entries()
         try:
             done = batch(_TLS.state_addr, base, stride, n, top, addr_of(out))
