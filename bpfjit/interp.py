@@ -16,7 +16,6 @@ from .engine import Engine
 from .errors import LoadError, RuntimeFault, fault, helper_fault
 from .helpers.registry import TailCall
 from .program import Program, block_costs, meter_points
-from .runenv import ctx_buffer
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -269,17 +268,11 @@ class Interpreter(Engine):
     def last_mem(self):
         return self._last_mem
 
-    def _region(self, mem, readonly: bool):
-        buf, perms = ctx_buffer(self.env.ptype, mem, readonly, self.env.min_size)
-        self._last_mem = buf
-        return self.env.ctx_region(buf, perms)
-
     def run(self, mem=None, readonly: bool = False) -> int:
         env = self.env
-        region = self._region(mem, readonly)
-        aspace = env.address_space(region)
-        r1, r2 = env.entry_regs(region)
-        return self._exec(aspace, r1, r2, env.stack().end, env.helper_ctx(aspace), r1, r2)
+        run = env.open(mem, readonly)
+        self._last_mem = run.buf
+        return self._exec(run.aspace, run.r1, run.r2, env.stack().end, env.helper_ctx(run.aspace), run.r1, run.r2)
 
     def run_batch(self, records, perms: int):
         env = self.env
@@ -299,13 +292,12 @@ class Interpreter(Engine):
 
     def bench(self, mem, n: int) -> int:
         env = self.env
-        region = self._region(mem, False)
-        aspace = env.address_space(region)
-        r1, r2 = env.entry_regs(region)
-        ctx, top = env.helper_ctx(aspace), env.stack().end
+        run = env.open(mem, False)
+        self._last_mem = run.buf
+        ctx, top = env.helper_ctx(run.aspace), env.stack().end
         r0 = 0
         for _ in range(n):
-            r0 = self._exec(aspace, r1, r2, top, ctx, r1, r2)
+            r0 = self._exec(run.aspace, run.r1, run.r2, top, ctx, run.r1, run.r2)
         return r0
 
     def _exec(self, aspace, r1: int, r2: int, stack_top: int, helper_ctx, mem_start: int = 0,

@@ -24,18 +24,6 @@ _UNPACK = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"
 _UNPACK_S = {1: struct.Struct("<b"), 2: struct.Struct("<h"), 4: struct.Struct("<i"), 8: struct.Struct("<q")}
 
 
-def as_buffer(data, writable_copy: bool = True) -> np.ndarray:
-    """A 1-D uint8 numpy view of `data`. Bytes-like input is copied; a writable numpy array is used in place."""
-    if isinstance(data, np.ndarray):
-        if data.flags.c_contiguous:          # in place; a read-only array stays read-only
-            return data.reshape(-1).view(np.uint8)
-        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).copy()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return np.frombuffer(bytes(data), dtype=np.uint8).copy() if writable_copy else \
-            np.frombuffer(data, dtype=np.uint8)
-    raise TypeError(f"memory must be bytes, bytearray, memoryview or a numpy array, not {type(data).__name__}")
-
-
 class Region:
     """A contiguous byte range at a real address."""
     __slots__ = ("name", "buf", "start", "end", "perms", "view")

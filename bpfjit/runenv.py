@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 
@@ -147,6 +148,14 @@ def check_count(n, what: str, limit: int) -> int:
     return int(n)
 
 
+class RunSetup(NamedTuple):
+    buf: np.ndarray | None      # the context buffer (None: no mem)
+    perms: int                  # its permissions
+    aspace: AddressSpace
+    r1: int
+    r2: int
+
+
 class RunEnv:
     """The run environment of one prepared program (pipeline.Prepared): its stack, the runtime's regions,
     address spaces and helper contexts. Both engines hold one and build every run through it."""
@@ -180,6 +189,14 @@ class RunEnv:
 
     def ctx_region(self, buf: np.ndarray | None, perms: int, name: str = "mem") -> Region | None:
         return Region(name, buf, perms) if buf is not None else None
+
+    def open(self, mem, readonly: bool) -> "RunSetup":
+        """Everything one run over the caller's `mem` needs: the checked context buffer and its permissions,
+        the address space and the entry registers (both engines' run and bench start here)."""
+        buf, perms = ctx_buffer(self.ptype, mem, readonly, self.min_size)
+        region = self.ctx_region(buf, perms)
+        r1, r2 = self.entry_regs(region)
+        return RunSetup(buf, perms, self.address_space(region), r1, r2)
 
     def entry_regs(self, region: Region | None) -> tuple[int, int]:
         """(r1, r2) at entry for a run whose context is `region`."""

@@ -1,4 +1,4 @@
-"""The one-program-per-thread guard (the seed's bpf_prog_active, vm._exclusive) in both engines: a run
+"""The one-program-per-thread guard (the seed's bpf_prog_active, runenv.exclusive) in both engines: a run
 started from inside a running program of the same thread (here: from a Python helper) does not run and
 returns 0 (run, run_batch, bench, and a kprobe fire, whose event is then dropped); the guard is released
 after every run, also after a fault; runs in different threads proceed independently.

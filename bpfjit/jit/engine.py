@@ -237,11 +237,8 @@ class JITEngine(Engine):
     def _run_general(self, mem, readonly: bool) -> int:
         """A run through a fresh state block and address space (programs with Python helpers)."""
         env = self.env
-        buf, perms = ctx_buffer(env.ptype, mem, readonly, env.min_size)
+        buf, perms, aspace, r1, r2 = env.open(mem, readonly)
         self._last_mem = buf
-        region = env.ctx_region(buf, perms)
-        aspace = env.address_space(region)
-        r1, r2 = env.entry_regs(region)
         st, table = self._state(aspace, r1, r2, env.stack().end, perms)
         _TLS.ctx = env.helper_ctx(aspace)
         st[S.ARG_R1] = r1 & M64
@@ -291,11 +288,8 @@ class JITEngine(Engine):
         env = self.env
         if self._needs_twin(mem, False):
             return self._checked_twin().bench(mem, n)
-        buf, perms = ctx_buffer(env.ptype, mem, False, env.min_size)
+        buf, perms, aspace, r1, r2 = env.open(mem, False)
         self._last_mem = buf
-        region = env.ctx_region(buf, perms)
-        aspace = env.address_space(region)
-        r1, r2 = env.entry_regs(region)
         top = env.stack().end
         st, table = self._state(aspace, r1, r2, top, perms)
         _TLS.ctx = env.helper_ctx(aspace)
