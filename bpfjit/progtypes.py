@@ -56,12 +56,43 @@ def _field(name: str) -> None:
 
 @dataclass(frozen=True)
 class CtxField:
-    """One context field a program may touch: byte offset, size, and whether it may be read/written."""
+    """One context field a program may touch: byte offset, size, whether it may be read/written, and what a
+    load of it gives: kind "scalar" (a number), or a pointer the verifier tracks: "pkt" (packet start,
+    `data`), "pkt_end" (`data_end`), "pkt_meta" (`data_meta`)."""
     name: str
     off: int
     size: int
     read: bool = True
     write: bool = False
+    kind: str = "scalar"
+
+
+CTX_FIELD_KINDS = ("scalar", "pkt", "pkt_end", "pkt_meta")
+
+# The kernel's UAPI context layouts for packet programs (offsets checked against <linux/bpf.h> with
+# offsetof). One row per field: (name, offset, size, kind). Access rules per program type (which fields a
+# socket filter, XDP or tc program may read or write) belong to the ProgType rows that use these tables.
+SK_BUFF_SIZE = 192
+SK_BUFF_LAYOUT = (
+    ("len", 0, 4, "scalar"), ("pkt_type", 4, 4, "scalar"), ("mark", 8, 4, "scalar"),
+    ("queue_mapping", 12, 4, "scalar"), ("protocol", 16, 4, "scalar"), ("vlan_present", 20, 4, "scalar"),
+    ("vlan_tci", 24, 4, "scalar"), ("vlan_proto", 28, 4, "scalar"), ("priority", 32, 4, "scalar"),
+    ("ingress_ifindex", 36, 4, "scalar"), ("ifindex", 40, 4, "scalar"), ("tc_index", 44, 4, "scalar"),
+    ("cb", 48, 20, "scalar"), ("hash", 68, 4, "scalar"), ("tc_classid", 72, 4, "scalar"),
+    ("data", 76, 4, "pkt"), ("data_end", 80, 4, "pkt_end"), ("napi_id", 84, 4, "scalar"),
+    ("family", 88, 4, "scalar"), ("remote_ip4", 92, 4, "scalar"), ("local_ip4", 96, 4, "scalar"),
+    ("remote_ip6", 100, 16, "scalar"), ("local_ip6", 116, 16, "scalar"), ("remote_port", 132, 4, "scalar"),
+    ("local_port", 136, 4, "scalar"), ("data_meta", 140, 4, "pkt_meta"), ("flow_keys", 144, 8, "scalar"),
+    ("tstamp", 152, 8, "scalar"), ("wire_len", 160, 4, "scalar"), ("gso_segs", 164, 4, "scalar"),
+    ("sk", 168, 8, "scalar"), ("gso_size", 176, 4, "scalar"), ("tstamp_type", 180, 1, "scalar"),
+    ("hwtstamp", 184, 8, "scalar"),
+)
+XDP_MD_SIZE = 24
+XDP_MD_LAYOUT = (
+    ("data", 0, 4, "pkt"), ("data_end", 4, 4, "pkt_end"), ("data_meta", 8, 4, "pkt_meta"),
+    ("ingress_ifindex", 12, 4, "scalar"), ("rx_queue_index", 16, 4, "scalar"),
+    ("egress_ifindex", 20, 4, "scalar"),
+)
 
 
 @dataclass(frozen=True)
