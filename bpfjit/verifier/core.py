@@ -18,7 +18,7 @@ from .access import MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
 from .helpers import check_call
-from .regs import (CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG, OR_NULL, SCALAR, UNKNOWN_REG,
+from .regs import (MEMLEN_ID, CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG, OR_NULL, SCALAR, UNKNOWN_REG,
                    Reg, const, ptr, scalar)
 from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
 
@@ -119,7 +119,7 @@ class Verifier:
         if self.ptype.name == "raw":
             n = self.mem_size or 0
             regs[1] = ptr(MEM, size=n)
-            regs[2] = scalar(S.unsigned_range(n, S.M64)) if n else UNKNOWN_REG
+            regs[2] = Reg(SCALAR, S.unsigned_range(n, S.M64) if n else S.UNKNOWN, id=MEMLEN_ID)
         else:
             regs[1] = ptr(CTX)
         return State([f])
@@ -501,9 +501,33 @@ class Verifier:
         regs = st.cur.regs
         na, nb = pair
         if na is not a.s:
-            regs[ins.dst] = scalar(na)
+            regs[ins.dst] = a.but(s=na) if a.id == MEMLEN_ID else scalar(na)
         if f.srcreg and nb is not b.s and ins.src != ins.dst:
-            regs[ins.src] = scalar(nb)
+            regs[ins.src] = b.but(s=nb) if b.id == MEMLEN_ID else scalar(nb)
+        for r, n in ((a, na), (b, nb)):
+            if r.id == MEMLEN_ID and n is not r.s:
+                self._learn_mem_len(st, n)
+
+    @staticmethod
+    def _learn_mem_len(st, s) -> None:
+        """The length scalar is now known to be `s`: its copies become `s`, and the run's memory (every
+        pointer to it, in registers and spills of every frame) is at least s.umin bytes long."""
+        n = min(s.umin, 1 << 32)
+        for fr in st.frames:
+            regs = fr.regs
+            for i in range(11):
+                r = regs[i]
+                if r.id == MEMLEN_ID and r.type is SCALAR:
+                    regs[i] = r.but(s=s)
+                elif r.type is MEM and not r.ref and r.size < n:
+                    regs[i] = r.but(size=n)
+            for k, (spill, kinds) in list(fr.stack.items()):
+                if spill is None:
+                    continue
+                if spill.id == MEMLEN_ID and spill.type is SCALAR:
+                    fr.stack[k] = (spill.but(s=s), kinds)
+                elif spill.type is MEM and not spill.ref and spill.size < n:
+                    fr.stack[k] = (spill.but(size=n), kinds)
 
     @staticmethod
     def _maybe_null(p: Reg) -> bool:

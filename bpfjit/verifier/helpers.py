@@ -122,8 +122,9 @@ def check_call(v, st, pc: int, h) -> None:
 
 
 def _raw_ctx(v, reg) -> bool:
-    """A raw program's context is its memory (r1 at entry)."""
-    return v.ptype.name == "raw" and reg.type is MEM and not reg.ref and reg.size == (v.mem_size or 0)
+    """A raw program's context is its memory (r1 at entry, unmoved: a tail-call target sees it at offset 0)."""
+    return (v.ptype.name == "raw" and reg.type is MEM and not reg.ref and reg.off == 0 and reg.s.is_const
+            and reg.s.value == 0)
 
 
 def release(st, ref: int) -> None:

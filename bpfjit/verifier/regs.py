@@ -14,6 +14,9 @@ from . import scalar as S
 NOT_INIT, SCALAR, CTX, FP, MAP_PTR = "not_init", "scalar", "ctx", "fp", "map_ptr"
 MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL = "map_value", "map_value_or_null", "mem", "mem_or_null"
 OR_NULL = {MAP_VALUE_OR_NULL: MAP_VALUE, MEM_OR_NULL: MEM}
+# The id of a raw program's length scalar (r2 at entry and its copies): a comparison that bounds it from below
+# proves that many bytes of the run's memory (the kernel learns a packet's range from data_end the same way).
+MEMLEN_ID = -1
 POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL)
 
 
@@ -114,7 +117,7 @@ def regsafe(old: Reg, new: Reg, idmap: dict) -> bool:
     if t is not new.type:
         return False
     if t is SCALAR:
-        return old.s.contains(new.s)
+        return old.s.contains(new.s) and (old.id != MEMLEN_ID or new.id == MEMLEN_ID)
     if not (old.off == new.off and old.map is new.map and old.frame == new.frame and old.size == new.size
             and old.s.contains(new.s)):
         return False
