@@ -87,6 +87,13 @@ class Runtime:
             r = self._regions_cache = [reg for m in self._maps.values() for reg in m.regions()]
         return r
 
+    def map_regions(self) -> list[tuple[str, object, object]]:
+        """(name, map, region) for every region of map storage (fault messages name the map a region belongs
+        to); the name the map was added under, else its own name, else "fd N"."""
+        names = {fd: n for n, fd in self._names.items()}
+        return [(names.get(fd) or getattr(m, "name", None) or f"fd {fd}", m, reg)
+                for fd, m in list(self._maps.items()) for reg in m.regions()]
+
     def invalidate_regions(self) -> None:
         """Call when a map's storage changes (e.g. a ring buffer grows)."""
         self._regions_cache = None
