@@ -37,7 +37,9 @@ class LoadError(BPFError):
 
 
 class VerifierError(LoadError):
-    """A program the verifier rejects."""
+    """A program the verifier rejects; `log` (the verifier's log) and `insn_processed` are set by verify()."""
+    log: str = ""
+    insn_processed: int = 0
 
 
 class ELFError(BPFError):

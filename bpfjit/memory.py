@@ -41,7 +41,7 @@ class Region:
         self.buf = buf
         self.start = buf.__array_interface__["data"][0] if buf.size else 0
         self.end = self.start + buf.size
-        self.view = memoryview(buf) if buf.size else memoryview(b"")
+        self.view = buf.data if buf.size else memoryview(b"")
 
     @property
     def size(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Runtime:
         self.kern_version = host_kern_version() if kern_version is None else kern_version
         self.trace = TRACE                          # one trace buffer per process, like trace_pipe
         self.events = EventRing(events_capacity)
-        self._maps: dict[int, object] = {}         # fd -> map
+        self._maps: dict[int, Any] = {}            # fd -> map
         self._names: dict[str, int] = {}           # name -> fd
         self._lock = threading.Lock()
         self._regions_cache = None

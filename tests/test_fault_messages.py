@@ -249,3 +249,16 @@ def test_fault_pickles_with_its_attributes():
     back = pickle.loads(pickle.dumps(e))
     assert (str(back), back.key(), back.region, back.offset, back.record) == \
         (str(e), e.key(), e.region, e.offset, e.record)
+
+
+# ---- typing: CI type-checks the package ----
+def test_ci_runs_mypy_over_the_package():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    ci = (root / ".ci" / "run").read_text().splitlines()
+    assert "make typecheck" in ci and ci.index("make typecheck") < ci.index("make test")
+    make = (root / "Makefile").read_text()
+    assert "typecheck: $(STAMP)" in make and "$(BIN)/python -m mypy bpfjit" in make
+    pyproject = (root / "pyproject.toml").read_text()
+    assert '"mypy>=' in pyproject and "[tool.mypy]" in pyproject and "ignore_errors" not in pyproject
+    assert (root / "bpfjit" / "py.typed").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,8 @@ class JITEngine(Engine):
         self.compiled, self.cache_hit = self._module("program")
         self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
         self._loops = None
-        self._last_state = None
-        self._last_mem = None
+        self._last_state: Any = None          # the state block of the last run (numpy array or ctypes array)
+        self._last_mem: Any = None
         self._local = threading.local()        # .fast: this thread's FastRunner
         for m in prepared.used_maps:             # prog_arrays: their targets need JIT entries too
             need = getattr(m, "need_native", None)
@@ -124,7 +125,7 @@ class JITEngine(Engine):
         return c.addr["bpf_tail_entry"]
 
     @property
-    def last_count(self) -> int:
+    def last_count(self) -> int | None:
         """Instructions charged by the meter in the last run of this engine; None when the code has no meter
         (proven-safe or trusted code, or insn_limit=None)."""
         if not (self.config.checked and self.config.insn_limit is not None):
@@ -136,7 +137,7 @@ class JITEngine(Engine):
         """A per-thread runner for repeated runs with no Python helper involved, else None."""
         if self.callbacks:
             return None
-        return FastRunner(self, rows, stack_top)
+        return FastRunner(self, rows, stack_top, self.env.runtime_regions())
 
     # ---- preparation ----
     def _plan_helpers(self):
@@ -363,7 +364,7 @@ class FastRunner:
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
         self.call = engine._run_mem
-        self.last_obj = None          # the last numpy array run (kept alive, so its address stays valid)
+        self.last_obj: Any = None     # the last numpy array run (kept alive, so its address stays valid)
         self.last_addr = self.last_size = 0
         self.scratch = np.zeros(256, dtype=np.uint8)
         self.scratch_addr = addr_of(self.scratch)
