@@ -4,8 +4,8 @@
 region allows, against the regions of the run (`Span` rows: what each region is called, where it is, its
 permissions). Both engines call it through `RunEnv.locate` when they raise the fault, so the text is
 identical: "load of 2 bytes at mem offset 12, 4 bytes past its end (length 10)", "store of 8 bytes at stack
-offset -4104, below the 4096-byte stack (...)", "store of 8 bytes at ctx (pt_regs, read-only) offset 8: the
-program may not write there". Offsets are relative (host addresses differ between runs and engines; the
+offset -4104, below the 4096-byte stack: Config.max_call_depth 8 frames of Config.stack_size 512 bytes",
+"store of 8 bytes at ctx (pt_regs, read-only) offset 8: the program may not write there". Offsets are relative (host addresses differ between runs and engines; the
 fault keeps its address as a detail). Nothing here knows engines, maps or program types: runenv.py builds
 the spans.
 """
