@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT["ok"]
 
 
-def _elf_run(args, data: bytes) -> int:
+def _elf_run(args: argparse.Namespace, data: bytes) -> int:
     from .progtypes import prog_type
     obj = _elf_object(args, data)
     prog, rt, config = _elf_load(args, obj, _elf_spec(args, obj))
@@ -113,7 +113,7 @@ def _elf_run(args, data: bytes) -> int:
     return EXIT["ok"]
 
 
-def _elf_disasm(args, data: bytes) -> int:
+def _elf_disasm(args: argparse.Namespace, data: bytes) -> int:
     obj = _elf_object(args, data)
     if args.ir or args.native:
         prog, rt, config = _elf_load(args, obj, _elf_spec(args, obj))
@@ -133,7 +133,7 @@ def _elf_disasm(args, data: bytes) -> int:
     return EXIT["ok"]
 
 
-def cmd_inspect(args) -> int:
+def cmd_inspect(args: argparse.Namespace) -> int:
     data = read_input(args.file)
     if not is_elf(data):
         raise UsageError(f"{_display(args.file)}: not an ELF object")

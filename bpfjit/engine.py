@@ -43,7 +43,7 @@ class Engine(ABC):
 
     @property
     @abstractmethod
-    def last_count(self) -> int:
+    def last_count(self) -> int | None:
         """Instructions the meter charged in the last run (metered configurations)."""
 
     @property

@@ -6,6 +6,8 @@ Nothing else lives here.
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 
 class BPFError(Exception):
     """Base class of every error bpfjit raises on purpose."""
@@ -35,7 +37,9 @@ class LoadError(BPFError):
 
 
 class VerifierError(LoadError):
-    """A program the verifier rejects."""
+    """A program the verifier rejects; `log` (the verifier's log) and `insn_processed` are set by verify()."""
+    log: str = ""
+    insn_processed: int = 0
 
 
 class ELFError(BPFError):
@@ -63,13 +67,18 @@ class ConfigError(BPFError, ValueError):
 
 
 class RuntimeFault(BPFError):
-    """A program that faulted while running (in either engine, with the same kind and pc).
+    """A program that faulted while running (in either engine, with the same kind, pc and text).
 
-    kind is one of FAULT_KINDS; addr/size describe the memory access for memory faults.
+    kind is one of FAULT_KINDS; addr/size describe the memory access for memory faults (addr is a host
+    address, shown only as a detail). region/offset say where the access went in terms of the run
+    (`faultinfo.describe_access`): region "mem", "record", "ctx", "stack", "map:NAME", "null" or None (no
+    region near), offset inside it (the stack counts from its top, r10 of the entry frame, so it is
+    negative). record is the index of the faulting record of a batch run (run_batch, Filter, fire_batch),
+    else None; the message names it.
     """
 
     def __init__(self, kind: str, pc: int, message: str = "", addr: int | None = None,
-                 size: int | None = None):
+                 size: int | None = None, region: str | None = None, offset: int | None = None):
         if kind not in FAULT_KINDS or kind == "none":
             raise ConfigError(f"unknown fault kind {kind!r}; kinds: {', '.join(FAULT_KINDS[1:])}", "kind")
         self.kind = kind
@@ -77,10 +86,32 @@ class RuntimeFault(BPFError):
         self.addr = addr
         self.size = size
         self.message = message
-        detail = message or kind
-        if addr is not None:
-            detail += f" at address {addr:#x}" + (f" size {size}" if size is not None else "")
-        super().__init__(f"instruction {pc}: {detail}")
+        self.region = region
+        self.offset = offset
+        self._record: int | None = None
+        super().__init__(self._text())
+
+    @property
+    def record(self) -> int | None:
+        return self._record
+
+    @record.setter
+    def record(self, index: int | None) -> None:
+        """Set by the batch loops after the fault is raised; the message then names the record."""
+        self._record = index
+        self.args = (self._text(),)
+
+    def _text(self) -> str:
+        detail = self.message or self.kind
+        if self.addr is not None:
+            detail += f"; host address {self.addr:#x}" + (f" size {self.size}" if self.size is not None else "")
+        where = f"record {self._record}: " if self._record is not None else ""
+        return f"{where}instruction {self.pc}: {detail}"
+
+    def __reduce__(self) -> tuple:
+        """Faults travel between processes (dask workers) with every attribute."""
+        return (type(self), (self.kind, self.pc, self.message, self.addr, self.size, self.region, self.offset),
+                {"record": self.record})
 
     def key(self) -> tuple:
         """What must be identical between engines."""
@@ -116,16 +147,55 @@ FAULT_MESSAGES = {
 }
 
 
+# The limits a run can reach: fault kind -> (Config field, message template filled with the limit).
+LIMITS = {
+    "insn_limit": ("insn_limit", "instruction limit of {} reached"),
+    "call_depth": ("max_call_depth", "call depth limit of {} frames reached"),
+}
+
+
 def fault(kind: str, pc: int, addr: int | None = None, size: int | None = None) -> RuntimeFault:
     """The RuntimeFault of `kind` at `pc`, with the shared message."""
     return RuntimeFault(kind, pc, FAULT_MESSAGES[kind], addr, size)
 
 
-def helper_fault(e: BaseException, pc: int) -> RuntimeFault:
-    """The RuntimeFault both engines raise when a helper called at `pc` fails with `e`."""
+def limit_fault(kind: str, pc: int, limit: int) -> RuntimeFault:
+    """The RuntimeFault of a limit (LIMITS) reached at `pc`: its value and the Config field that sets it,
+    e.g. "instruction limit of 1000000 reached (Config.insn_limit)"."""
+    field, template = LIMITS[kind]
+    return RuntimeFault(kind, pc, f"{template.format(limit)} (Config.{field})")
+
+
+def memory_fault(kind: str, pc: int, addr: int, size: int, where: "Where | None") -> RuntimeFault:
+    """The RuntimeFault of a load/store/atomic access at host address `addr` that no region allows, in
+    the words of `where` (faultinfo.describe_access over the run's regions; None: the generic message)."""
+    if where is None:
+        return fault(kind, pc, addr, size)
+    return RuntimeFault(kind, pc, where.text, addr, size, where.region, where.offset)
+
+
+Locate = Callable[[str, int, int], "Where"]
+
+
+def helper_fault(e: BaseException, pc: int, locate: Locate | None = None) -> RuntimeFault:
+    """The RuntimeFault both engines raise when a helper called at `pc` fails with `e`; a memory fault
+    of the helper is described again by `locate` (the run's regions) so both engines word it alike."""
     if isinstance(e, RuntimeFault):
-        return RuntimeFault(e.kind, pc, e.message, e.addr, e.size)
+        if locate is not None and e.kind in MEMORY_KINDS and e.addr is not None:
+            return memory_fault(e.kind, pc, e.addr, e.size or 0, locate(e.kind, e.addr, e.size or 0))
+        return RuntimeFault(e.kind, pc, e.message, e.addr, e.size, e.region, e.offset)
     return RuntimeFault("helper", pc, f"helper raised {type(e).__name__}: {e}")
+
+
+MEMORY_KINDS = ("load", "store", "atomic")
+
+
+class Where(NamedTuple):
+    """Where a memory access went (faultinfo.describe_access): `.region`/`.offset` of the fault and the
+    text of its message."""
+    region: str | None
+    offset: int | None
+    text: str
 
 
 class PcapError(BPFError):

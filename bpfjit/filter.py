@@ -266,7 +266,7 @@ class Filter:
                 try:
                     r0 = self._run(chunk, threads, False)
                 except RuntimeFault as e:
-                    e.record = None if e.record is None else e.record + done  # type: ignore[attr-defined]
+                    e.record = None if e.record is None else e.record + done
                     raise
                 done += n
                 bar.update(n)
@@ -301,7 +301,7 @@ class Filter:
             try:
                 out[s:e] = run_batch(_rows(records, kind, s, e), readonly=ro)
             except RuntimeFault as err:
-                err.record = None if err.record is None else err.record + s  # type: ignore[attr-defined]
+                err.record = None if err.record is None else err.record + s
                 raise
             return e - s
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import isa
 from .engine import Engine
-from .errors import LoadError, RuntimeFault, fault, helper_fault
+from .errors import LoadError, RuntimeFault, fault, helper_fault, limit_fault
 from .helpers.registry import TailCall
 from .program import Program, block_costs, meter_points
 
@@ -154,7 +154,7 @@ class RunState:
     def atomic_load(self, addr, size, pc):
         r = self.aspace.find(addr, size, 3)
         if r is None:
-            raise fault("atomic", pc, addr, size)
+            raise self.aspace.fault("atomic", addr, size, pc)
         return self.aspace.load(addr, size, pc)
 
 
@@ -338,7 +338,7 @@ def _metered(inner, cost: int, pc: int):
     def step(R, S):
         c = S.count + cost
         if c > S.limit:
-            raise fault("insn_limit", pc)
+            raise limit_fault("insn_limit", pc, S.limit)
         S.count = c
         return inner(R, S)
     return step
@@ -370,7 +370,7 @@ def _call_local_factory(pc: int, target: int):
 
     def step(R, S):
         if len(S.frames) + 1 >= S.max_depth:
-            raise fault("call_depth", pc)
+            raise limit_fault("call_depth", pc, S.max_depth)
         S.frames.append((n, (R[6], R[7], R[8], R[9], R[10])))
         R[10] = R[10] - S.stack_size
         return target
@@ -392,7 +392,7 @@ def _call_helper(fn, ctx, R, pc):
     except TailCall:
         raise
     except Exception as e:  # a helper's own failure is the program's fault, never the host's
-        raise helper_fault(e, pc) from e
+        raise helper_fault(e, pc, ctx.aspace.locate) from e
 
 
 def _callx_step(d: int, n: int, pc: int):

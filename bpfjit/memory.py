@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import struct
 import threading
+from typing import Iterable
 
 import numpy as np
 
-from .errors import fault
+from .errors import Locate, RuntimeFault, memory_fault
 
 PERM_R = 1
 PERM_W = 2
@@ -40,7 +41,7 @@ class Region:
         self.buf = buf
         self.start = buf.__array_interface__["data"][0] if buf.size else 0
         self.end = self.start + buf.size
-        self.view = memoryview(buf) if buf.size else memoryview(b"")
+        self.view = buf.data if buf.size else memoryview(b"")
 
     @property
     def size(self) -> int:
@@ -52,12 +53,16 @@ class Region:
 
 
 class AddressSpace:
-    """The regions one run may access. Lookups cache the last region hit."""
+    """The regions one run may access. Lookups cache the last region hit.
 
-    def __init__(self, regions=()):
+    `locate(kind, addr, size) -> errors.Where` describes a faulting access for the fault's message (set by
+    runenv.RunEnv.address_space, which knows what each region is); None: the generic message."""
+
+    def __init__(self, regions: Iterable[Region] = (), locate: Locate | None = None):
         self._regions: list[Region] = []
         self._lock = threading.Lock()
         self._table: np.ndarray | None = None
+        self.locate = locate
         for r in regions:
             self.add(r)
 
@@ -90,6 +95,11 @@ class AddressSpace:
             self._table = t
         return t
 
+    def fault(self, kind: str, addr: int, size: int, pc: int = -1) -> RuntimeFault:
+        """The RuntimeFault of a `kind` access that no region allows, described by `locate`."""
+        where = self.locate(kind, addr, size) if self.locate is not None else None
+        return memory_fault(kind, pc, addr, size, where)
+
     def find(self, addr: int, size: int, perm: int) -> Region | None:
         for r in self._regions:
             if r.start <= addr and addr + size <= r.end and r.perms & perm == perm:
@@ -100,13 +110,13 @@ class AddressSpace:
     def load(self, addr: int, size: int, pc: int = -1, signed: bool = False) -> int:
         r = self.find(addr, size, PERM_R)
         if r is None:
-            raise fault("load", pc, addr, size)
+            raise self.fault("load", addr, size, pc)
         return (_UNPACK_S if signed else _UNPACK)[size].unpack_from(r.view, addr - r.start)[0]
 
     def store(self, addr: int, size: int, value: int, pc: int = -1) -> None:
         r = self.find(addr, size, PERM_W)
         if r is None:
-            raise fault("store", pc, addr, size)
+            raise self.fault("store", addr, size, pc)
         _UNPACK[size].pack_into(r.view, addr - r.start, value & ((1 << (size * 8)) - 1))
 
     def read_bytes(self, addr: int, size: int, pc: int = -1) -> bytes | None:

@@ -268,7 +268,10 @@ class _PcapNg:
                 if data + cap > end:
                     raise self.err(f"packet data ({cap} bytes) overruns its block", pos)
                 gi = self._iface_index(iface, pos)
-                offs.append(data), lens.append(cap), origs.append(orig), ifs.append(gi)
+                offs.append(data)
+                lens.append(cap)
+                origs.append(orig)
+                ifs.append(gi)
                 ts.append(self._ns(gi, (hi << 32) | lo, pos))
             elif btype == NG_SPB:
                 if end - body < 4:
@@ -277,7 +280,11 @@ class _PcapNg:
                 gi = self._iface_index(0, pos)
                 snap = self.ifaces[gi][1] or orig
                 cap = min(orig, snap, end - body - 4)
-                offs.append(body + 4), lens.append(cap), origs.append(orig), ifs.append(gi), ts.append(0)
+                offs.append(body + 4)
+                lens.append(cap)
+                origs.append(orig)
+                ifs.append(gi)
+                ts.append(0)
             pos += blen
         linktypes = [i[0] for i in self.ifaces]
         return Packets(self.buf, offs, lens, np.array(ts, dtype=np.int64), linktypes[0] if linktypes else
@@ -365,7 +372,7 @@ def write(path, packets, *, linktype: int | None = None, nanosecond: bool = True
         rec_off[1:] += np.cumsum(packets.lengths[:-1])
     hv = hdrs.view(np.uint8).reshape(n, 16)
     out[(rec_off[:, None] + np.arange(16)[None, :]).reshape(-1)] = hv.reshape(-1)
-    src, dst = memoryview(packets.data), memoryview(out)
+    src, dst = packets.data.data, out.data
     for d, o, ln in zip((rec_off + 16).tolist(), packets.offsets.tolist(), packets.lengths.tolist()):
         dst[d:d + ln] = src[o:o + ln]
     try:

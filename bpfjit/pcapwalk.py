@@ -25,7 +25,7 @@ from .maps.irutil import I32, I64, Fn, c64
 MAX_CAPLEN = 1 << 28
 _LOCK = threading.Lock()
 _FN = None
-_KEEP = []
+_KEEP: list = []
 
 
 def _build() -> str:

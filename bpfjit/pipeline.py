@@ -102,7 +102,8 @@ def resolve_calls(program: Program, registry) -> dict:
 
 def resolve_lddw(program: Program, runtime) -> tuple[dict, list]:
     """(pc -> value of each lddw, maps referenced). Pseudo forms (src != 0) need a runtime."""
-    out, used = {}, []
+    out: dict = {}
+    used: list = []
     insns = program.insns
     for pc, f in enumerate(program.forms):
         if f is None or not f.op.startswith("lddw"):

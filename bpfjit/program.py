@@ -121,6 +121,7 @@ class Program:
     def __post_init__(self):
         self.insns = list(self.insns)
         self._forms: list[Form | None] | None = None
+        self.cbpf: list | None = None           # classic BPF programs: the original instructions (cbpf.load)
 
     # ---- constructors ----
     @classmethod
@@ -172,6 +173,7 @@ class Program:
         """Form of each slot (None for lddw second halves)."""
         if self._forms is None:
             self.validate(DEFAULT_CONFIG)
+        assert self._forms is not None
         return self._forms
 
     def disassemble(self) -> str:
@@ -192,7 +194,7 @@ class Program:
         pc = 0
         while pc < n:
             ins = insns[pc]
-            f = _check_slot(pc, ins, config)
+            f: Form | None = _check_slot(pc, ins, config)
             forms[pc] = f
             if ins.opcode == isa.LDDW_OPCODE:
                 if pc + 1 >= n:
@@ -247,7 +249,7 @@ def _check_slot(pc: int, ins: Insn, config: Config) -> Form:
         cands = isa.BY_OPCODE.get(ins.opcode)
         if not cands:
             raise LoadError(f"unknown opcode {ins.opcode:#04x}", pc, "opcode")
-        sel = cands[0].sel_field
+        sel = cands[0].sel_field or "imm"
         val = getattr(ins, sel)
         if cands[0].op in ("le", "be", "bswap"):
             raise LoadError(f"byte swap width must be 16, 32 or 64, not {val}", pc, "imm")

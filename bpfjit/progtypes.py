@@ -22,7 +22,9 @@ from .errors import LoadError
 PT_REGS_FIELDS = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si",
                   "di", "orig_ax", "ip", "cs", "flags", "sp", "ss")
 PT_REGS = np.dtype([(f, "<u8") for f in PT_REGS_FIELDS])
-OFFSETS = {f: PT_REGS.fields[f][1] for f in PT_REGS_FIELDS}
+_PT_REGS_FIELDS = PT_REGS.fields
+assert _PT_REGS_FIELDS is not None
+OFFSETS = {f: _PT_REGS_FIELDS[f][1] for f in PT_REGS_FIELDS}
 
 # Function arguments at a kprobe on a function entry (x86-64 System V), the return value and stack/ip:
 # the kernel's PT_REGS_PARM1..6, PT_REGS_RC, PT_REGS_SP, PT_REGS_IP.

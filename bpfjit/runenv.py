@@ -18,12 +18,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import FAULT_MESSAGES, ConfigError, RuntimeFault
+from .errors import FAULT_MESSAGES, ConfigError, RuntimeFault, Where
+from .faultinfo import Span, describe_access
 from .helpers import HelperContext
 from .log import get_logger
+from .memory import PERM_R, PERM_RW, AddressSpace, Region
 
 logger = get_logger(__name__)
-from .memory import PERM_R, PERM_RW, AddressSpace, Region
 
 _TLS = threading.local()
 MAX_BATCH = 1 << 40          # records per run_batch (a numpy array cannot be larger in practice)
@@ -148,6 +149,20 @@ def check_count(n, what: str, limit: int) -> int:
     return int(n)
 
 
+def _map_span(name: str, m, region: Region) -> Span:
+    """How a fault message names a region of map storage: the map and what its storage holds."""
+    if getattr(m, "map_type", "") == "ringbuf":
+        return Span(f"ringbuf:{name}", f"ring buffer '{name}'", region.start, region.end, region.perms)
+    vs, n = getattr(m, "value_size", 0), getattr(m, "max_entries", 0)
+    stride, copies = getattr(m, "stride", vs), getattr(m, "ncpus", 1) if getattr(m, "percpu", False) else 1
+    detail = f"{n} value{'s' if n != 1 else ''} of {vs} bytes" if vs else ""
+    if vs and stride != vs:
+        detail += f" in {stride}-byte slots"
+    if vs and copies > 1:
+        detail += f", {copies} per-cpu copies each"
+    return Span(f"map:{name}", f"map '{name}'", region.start, region.end, region.perms, False, detail)
+
+
 class RunSetup(NamedTuple):
     buf: np.ndarray | None      # the context buffer (None: no mem)
     perms: int                  # its permissions
@@ -181,7 +196,47 @@ class RunEnv:
         aspace.add(self.stack())
         for r in self.runtime_regions():
             aspace.add(r)
+        ctx_name = ctx_region.name if ctx_region is not None else "mem"
+
+        def locate(kind: str, addr: int, size: int) -> Where:
+            return self.locate(kind, addr, size, [(r.start, r.end, r.perms) for r in aspace.regions], ctx_name)
+        aspace.locate = locate
         return aspace
+
+    # ---- fault messages: what each region of a run is ----
+    def locate(self, kind: str, addr: int, size: int, rows, ctx_name: str = "mem") -> Where:
+        """Where a faulting access went (faultinfo.describe_access) among the run's regions `rows`
+        ((start, end, perms) each: an address space's regions, or the JIT's region table); a row that is not
+        the stack or map storage is the context, called `ctx_name` ("mem", or "record" in a batch) for raw
+        programs. Both engines describe their memory faults through this."""
+        return describe_access(kind, addr, size, self.spans(rows, ctx_name))
+
+    def spans(self, rows, ctx_name: str = "mem") -> list[Span]:
+        known = {(s.start, s.end): s for s in self._known_spans()}
+        out, seen = [], set()
+        for start, end, perms in rows:
+            start, end, perms = int(start), int(end), int(perms)
+            if end <= start or (start, end) in seen:
+                continue
+            seen.add((start, end))
+            span = known.get((start, end)) or self._ctx_span(ctx_name, start, end, perms)
+            out.append(span._replace(perms=perms))
+        return out
+
+    def _known_spans(self) -> list[Span]:
+        st = self.stack()
+        cfg = self.prepared.config
+        spans = [Span("stack", "stack", st.start, st.end, st.perms, True,
+                      f"Config.max_call_depth {cfg.max_call_depth} frames of Config.stack_size {cfg.stack_size} bytes")]
+        if self.runtime is not None:
+            spans += [_map_span(name, m, r) for name, m, r in self.runtime.map_regions()]
+        return spans
+
+    def _ctx_span(self, ctx_name: str, start: int, end: int, perms: int) -> Span:
+        if self.ptype.ctx_size is None:           # a bare buffer ("raw"): mem, or a batch's record
+            return Span(ctx_name, ctx_name, start, end, perms)
+        struct = self.ptype.ctx.split(" (")[0].removeprefix("struct ")
+        return Span("ctx", f"ctx ({struct})", start, end, perms)
 
     def helper_ctx(self, aspace) -> HelperContext:
         p = self.prepared

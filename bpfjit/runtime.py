@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class Runtime:
         self.kern_version = host_kern_version() if kern_version is None else kern_version
         self.trace = TRACE                          # one trace buffer per process, like trace_pipe
         self.events = EventRing(events_capacity)
-        self._maps: dict[int, object] = {}         # fd -> map
+        self._maps: dict[int, Any] = {}            # fd -> map
         self._names: dict[str, int] = {}           # name -> fd
         self._lock = threading.Lock()
         self._regions_cache = None
@@ -86,6 +87,13 @@ class Runtime:
         if r is None:
             r = self._regions_cache = [reg for m in self._maps.values() for reg in m.regions()]
         return r
+
+    def map_regions(self) -> list[tuple[str, object, object]]:
+        """(name, map, region) for every region of map storage (fault messages name the map a region belongs
+        to); the name the map was added under, else its own name, else "fd N"."""
+        names = {fd: n for n, fd in self._names.items()}
+        return [(names.get(fd) or getattr(m, "name", None) or f"fd {fd}", m, reg)
+                for fd, m in list(self._maps.items()) for reg in m.regions()]
 
     def invalidate_regions(self) -> None:
         """Call when a map's storage changes (e.g. a ring buffer grows)."""

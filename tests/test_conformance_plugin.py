@@ -104,7 +104,7 @@ def test_plugin_program_option(engine, capsys, monkeypatch):
 
 
 PLUGIN_ERRORS = {   # name -> (argv, stdin, exit status, stderr fragment)
-    "fault": ([], base16(LOAD_DW), 2, "fault: instruction 0: load outside accessible memory"),
+    "fault": ([], base16(LOAD_DW), 2, "fault: instruction 0: load of 8 bytes at NULL + 0"),
     "load error": ([], "04 10 00 00 01 00 00 00 95 00 00 00 00 00 00 00", 1, "instruction 0: add32: reserved"),
     "empty program": ([], "\n", 1, "empty program"),
     "bad memory": (["xyz"], base16(EXIT_PROG), 1, "memory: not a sequence of hex bytes"),

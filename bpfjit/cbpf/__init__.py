@@ -64,7 +64,7 @@ def parse_tcpdump(text: str) -> list[SockFilter]:
         try:
             if len(parts) != 4:
                 raise ValueError
-            out.append(tuple(int(p, 0) for p in parts))
+            out.append(SockFilter(*(int(p, 0) for p in parts)))
         except ValueError:
             raise LoadError(f"line {i + 2}: expected 'code jt jf k' (4 integers), got {ln!r}", i) from None
     return out

@@ -174,7 +174,8 @@ class Btf:
         if self._by_name is None:
             self._by_name = {}
             for t in self.types[1:]:
-                self._by_name.setdefault((t.kind, t.name), t.id)
+                if t is not None:
+                    self._by_name.setdefault((t.kind, t.name), t.id)
         tid = self._by_name.get((kind, name))
         return None if tid is None else self.types[tid]
 

@@ -13,6 +13,7 @@ class for are a LoadError naming the map. Relocations and programs are not handl
 from __future__ import annotations
 
 import struct
+from typing import Any
 from dataclasses import dataclass, field
 
 from ..errors import ELFError, LoadError
@@ -55,8 +56,8 @@ class MapSpec:
     values: dict = field(default_factory=dict)    # index -> program or map name (prog_array, map-in-map)
     key_btf: int | None = None            # BTF type ids, when known
     value_btf: int | None = None
-    key_dtype: object = None              # numpy dtypes of key/value (plain C types), when known
-    value_dtype: object = None
+    key_dtype: Any = None                 # numpy dtypes of key/value (plain C types), when known
+    value_dtype: Any = None
     data: bytes | None = None             # initial contents of a global data section
     kind: str = "map"                     # "map" or "data" (.data/.rodata/.bss)
     elf_id: int = 0                       # iproute2 bpf_elf_map.id (tail-call sections "ID/KEY" name it)
@@ -152,7 +153,7 @@ def legacy_def_size(sec_size: int, syms: list[tuple[str, int, int]], btf: B.Btf 
     for name, _value, size in syms:
         per = 0
         var = btf.find(name, B.VAR) if btf is not None else None
-        if var is not None:
+        if var is not None and btf is not None:
             t = btf.resolve(var.size_or_type)
             if t is not None and t.kind == B.ARRAY and t.extra[2]:
                 per = btf.size(t.extra[0])
@@ -190,7 +191,7 @@ def create_map(spec: MapSpec, runtime):
     if spec.type == "perf_event_array" and spec.max_entries == 0:
         from ..maps import PerfEventArrayMap
         return PerfEventArrayMap(None, name=spec.name)
-    kw = {"name": spec.name}
+    kw: dict[str, Any] = {"name": spec.name}
     if issubclass(MAP_CLASSES[spec.type], KeyValueMap):
         kw["flags"] = spec.flags
         if spec.key_dtype is not None and spec.key_dtype.itemsize == spec.key_size:
@@ -202,7 +203,7 @@ def create_map(spec: MapSpec, runtime):
     except (ValueError, TypeError, OverflowError, MemoryError) as e:
         raise LoadError(f"map {spec.name!r} ({spec.type}): {e}") from None
     if spec.kind == "data":
-        if spec.data:
+        if spec.data and isinstance(m, ArrayMap):
             m.values[0, :len(spec.data)] = memoryview(spec.data)
         if spec.flags & BPF_F_RDONLY_PROG and isinstance(m, ArrayMap):
             m.freeze()

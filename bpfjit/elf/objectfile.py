@@ -179,16 +179,18 @@ class ObjectFile:
         if s is None:
             return
         syms = self._section_symbols(s.index)
-        if syms and self.btf is None:
+        btf = self.btf
+        if syms and btf is None:
             raise ELFError("BTF-defined maps need a .BTF section (compile with -g)", ".maps", 0)
         values_at: dict[str, tuple[int, int]] = {}
         for name, value, size in syms:
-            var = self.btf.find(name, B.VAR)
+            assert btf is not None
+            var = btf.find(name, B.VAR)
             if var is None:
                 raise ELFError(f"map {name!r} has no BTF variable", ".maps", value)
-            spec, values_off = btf_map_def(self.btf, name, var.size_or_type, ".maps", value)
+            spec, values_off = btf_map_def(btf, name, var.size_or_type, ".maps", value)
             self.maps[name] = spec
-            self._map_at[(s.index, value)] = (name, size or self.btf.size(var.size_or_type))
+            self._map_at[(s.index, value)] = (name, size or btf.size(var.size_or_type))
             if values_off >= 0:
                 values_at[name] = (value, values_off)
         rel = self.elf.relocations.get(s.index)
@@ -316,8 +318,8 @@ class ObjectFile:
     def _iproute2_tail_calls(self, overrides: dict) -> None:
         """iproute2's convention: a program in section "ID/KEY" goes into slot KEY of the prog_array whose
         bpf_elf_map id is ID, and has the type of the object's other programs (tc loads them all as one)."""
-        tails = [(p, IPROUTE2_TAIL.fullmatch(p.section)) for p in self.programs.values()]
-        tails = [(p, int(m[1]), int(m[2])) for p, m in tails if m]
+        matches = [(p, IPROUTE2_TAIL.fullmatch(p.section)) for p in self.programs.values()]
+        tails = [(p, int(m[1]), int(m[2])) for p, m in matches if m]
         if not tails:
             return
         main = next((p.prog_type for p in self.programs.values() if p.prog_type != UNSPEC), UNSPEC)

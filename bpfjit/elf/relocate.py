@@ -112,6 +112,7 @@ def _callees(f: Func, sections: dict[int, CodeSection], cache: dict) -> list:
         return hit
     sec = sections[f.section]
     out = []
+    assert sec.calls is not None                      # set by __post_init__
     lo, hi = np.searchsorted(sec.calls, [f.start, f.end])
     for slot in sec.calls[lo:hi].tolist():
         ref = sec.refs.get(slot)
@@ -123,7 +124,7 @@ def _callees(f: Func, sections: dict[int, CodeSection], cache: dict) -> list:
             tsec, tslot = sec, slot + 1 + sec.imm(slot)
         target = tsec.starts.get(tslot) if tsec is not None else None
         if target is None:
-            where = f"{tsec.name!r} instruction {tslot}" if tsec is not None else f"section #{ref.section}"
+            where = f"{tsec.name!r} instruction {tslot}" if tsec is not None else f"section #{ref.section if ref else '?'}"
             raise LinkError(f"call in {f.name!r} targets {where}, which is not the start of a function",
                             slot - f.start)
         out.append((slot - f.start, target))

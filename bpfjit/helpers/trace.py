@@ -136,6 +136,7 @@ def render(pieces: list, args) -> bytes:
 # ------------------------------------------------------------------------------------ the trace buffer
 SLOT = np.dtype([("ts", "<u8"), ("pid", "<u4"), ("tid", "<u4"), ("cpu", "<u4"), ("size", "<u4"),
                  ("args", "<u8", (3,)), ("fmt", "u1", (MAX_FMT,))])
+SLOT_FIELDS: dict[str, tuple] = dict(SLOT.fields or {})          # name -> (dtype, offset)
 HDR = 128                 # pthread_mutex_t at 0, then u64 head, tail, lost
 H_HEAD, H_TAIL, H_LOST = 64, 72, 80
 NSLOTS = 2048             # a power of two; the oldest records are overwritten (and counted lost) when full
@@ -230,7 +231,7 @@ class TraceBuffer:
             if tid not in comms:
                 comms[tid] = _comm_of(tid)
             out.append(TraceRecord(int(rec["ts"]), int(rec["pid"]), tid, int(rec["cpu"]),
-                                   render(parse_format(fmt), [int(a) for a in rec["args"]]), comms[tid]))
+                                   render(parse_format(fmt) or [], [int(a) for a in rec["args"]]), comms[tid]))
         return out
 
     def read_lines(self) -> list[str]:
@@ -441,7 +442,7 @@ def _emit_append(h, fmt, size, args) -> None:
     slot = b.add(base, b.add(c64(HDR), b.mul(b.and_(head, c64(TRACE.nslots - 1)), c64(SLOT.itemsize))))
 
     def put(field: str, value, ty, index: int = 0):
-        off = SLOT.fields[field][1] + index * ty.width // 8
+        off = SLOT_FIELDS[field][1] + index * ty.width // 8
         b.store(b.trunc(value, ty) if ty.width < 64 else value, b.inttoptr(b.add(slot, c64(off)), ty.as_pointer()))
 
     put("ts", ts, I64)
@@ -449,7 +450,7 @@ def _emit_append(h, fmt, size, args) -> None:
         put(name, v, I32)
     for j, a in enumerate(args):
         put("args", a, I64, j)
-    h.memmove(b.add(slot, c64(SLOT.fields["fmt"][1])), fmt, size)
+    h.memmove(b.add(slot, c64(SLOT_FIELDS["fmt"][1])), fmt, size)
     new_head = b.add(head, c64(1))
     b.store(new_head, head_p)
     over = b.icmp_unsigned(">", b.sub(new_head, b.load(tail_p)), c64(TRACE.nslots))

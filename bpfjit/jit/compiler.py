@@ -66,6 +66,7 @@ class Compiled:
         self._ir_text = ir_text
         self._mod = None
         self.from_disk = obj is not None
+        self.object: bytes | None = None          # the machine code (what the disk cache stores)
         if obj is not None:
             target.resolve_symbols(externals)
             empty = llvm.parse_assembly("")

@@ -41,6 +41,7 @@ def disk_cache_dir() -> Path | None:
 
 
 def _paths(key: str) -> tuple[Path, Path]:
+    assert _DIR is not None, "the disk cache is off"
     return _DIR / f"{key}.o", _DIR / f"{key}.json"
 
 
@@ -81,6 +82,8 @@ def store(key: str, obj: bytes, meta: dict) -> None:
 def evict() -> None:
     """Keep the directory under LIMIT bytes: remove the least recently used entries."""
     entries, total = [], 0
+    if _DIR is None:
+        return
     for meta in _DIR.glob("*.json"):
         obj = meta.with_suffix(".o")
         try:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from typing import Any
 
 import numpy as np
 
 from ..engine import Engine
-from ..errors import FAULT_CODE, FAULT_KINDS, RuntimeFault, fault, helper_fault
+from ..errors import (FAULT_CODE, FAULT_KINDS, LIMITS, MEMORY_KINDS, RuntimeFault, Where, fault, helper_fault,
+                      limit_fault, memory_fault)
 from ..memory import PERM_R, PERM_RW, PERM_W
 from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer
 from . import compiler
@@ -83,8 +85,8 @@ class JITEngine(Engine):
         self.compiled, self.cache_hit = self._module("program")
         self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
         self._loops = None
-        self._last_state = None
-        self._last_mem = None
+        self._last_state: Any = None          # the state block of the last run (numpy array or ctypes array)
+        self._last_mem: Any = None
         self._local = threading.local()        # .fast: this thread's FastRunner
         for m in prepared.used_maps:             # prog_arrays: their targets need JIT entries too
             need = getattr(m, "need_native", None)
@@ -123,7 +125,7 @@ class JITEngine(Engine):
         return c.addr["bpf_tail_entry"]
 
     @property
-    def last_count(self) -> int:
+    def last_count(self) -> int | None:
         """Instructions charged by the meter in the last run of this engine; None when the code has no meter
         (proven-safe or trusted code, or insn_limit=None)."""
         if not (self.config.checked and self.config.insn_limit is not None):
@@ -135,7 +137,7 @@ class JITEngine(Engine):
         """A per-thread runner for repeated runs with no Python helper involved, else None."""
         if self.callbacks:
             return None
-        return FastRunner(self, rows, stack_top)
+        return FastRunner(self, rows, stack_top, self.env.runtime_regions())
 
     # ---- preparation ----
     def _plan_helpers(self):
@@ -175,16 +177,30 @@ class JITEngine(Engine):
         st[S.TAIL_LIMIT] = self.config.tail_call_limit
         return st, table
 
-    def _raise_fault(self, st) -> None:
+    def _raise_fault(self, st, ctx_name: str = "mem", row0: tuple[int, int, int] | None = None) -> None:
+        """Raise the fault the native code recorded in `st`, worded as the interpreter words it: memory
+        faults are described against the run's region table (row 0 is the run's mem, called `ctx_name`;
+        `row0` replaces it when the table does not hold the faulting record's bounds)."""
         kind = FAULT_KINDS[int(st[S.F_KIND])]
         pc = int(st[S.F_PC])
         err, _TLS.error = getattr(_TLS, "error", None), None
         if err is not None and not isinstance(err, Exception):
             raise err                # KeyboardInterrupt, SystemExit ... from a Python helper, after the unwind
+        n = int(st[S.NREGIONS])
+        rows = np.ctypeslib.as_array((_U64 * (3 * n)).from_address(int(st[S.TABLE]))).reshape(n, 3).tolist() \
+            if n else []
+        if row0 is not None and rows:
+            rows[0] = list(row0)
+
+        def locate(k: str, addr: int, size: int) -> Where:
+            return self.env.locate(k, addr, size, rows, ctx_name)
         if err is not None and (kind == "helper" or isinstance(err, RuntimeFault)):
-            raise helper_fault(err, pc) from err
-        if kind in ("load", "store", "atomic"):
-            raise fault(kind, pc, int(st[S.F_ADDR]), int(st[S.F_SIZE]))
+            raise helper_fault(err, pc, locate) from err
+        if kind in MEMORY_KINDS:
+            addr, size = int(st[S.F_ADDR]), int(st[S.F_SIZE])
+            raise memory_fault(kind, pc, addr, size, locate(kind, addr, size))
+        if kind in LIMITS:
+            raise limit_fault(kind, pc, getattr(self.config, LIMITS[kind][0]))
         raise fault(kind, pc)
 
     # ---- running ----
@@ -278,7 +294,8 @@ class JITEngine(Engine):
         self._last_state = st
         if done < n:
             try:
-                self._raise_fault(st)
+                start = base + int(done) * stride
+                self._raise_fault(st, "record", (start, start + stride, perms))
             except RuntimeFault as e:
                 e.record = int(done)
                 raise
@@ -347,7 +364,7 @@ class FastRunner:
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
         self.call = engine._run_mem
-        self.last_obj = None          # the last numpy array run (kept alive, so its address stays valid)
+        self.last_obj: Any = None     # the last numpy array run (kept alive, so its address stays valid)
         self.last_addr = self.last_size = 0
         self.scratch = np.zeros(256, dtype=np.uint8)
         self.scratch_addr = addr_of(self.scratch)

@@ -79,15 +79,16 @@ class Lowering:
     # ---- analysis ----
     def successors(self, pc: int) -> list[int]:
         f = self.forms[pc]
+        assert f is not None            # successors of an instruction slot, never of an lddw's second half
         ins = self.insns[pc]
         nxt = pc + (2 if f.op.startswith("lddw") else 1)
         if f.op == "exit":
             return []
         t = jump_target(pc, ins, f)
         if f.op in ("ja", "ja32"):
-            return [t]
+            return [t] if t is not None else []
         if f.op in isa.COND_JUMPS:
-            return [nxt, t]
+            return [nxt, t] if t is not None else [nxt]
         return [nxt]
 
     def reachable(self, start: int) -> set[int]:
@@ -103,8 +104,9 @@ class Lowering:
 
     # ---- module ----
     def build(self) -> ir.Module:
-        starts = [0] + sorted({jump_target(pc, self.insns[pc], f) for pc, f in enumerate(self.forms)
-                               if f is not None and f.op == "call_local"} - {0})
+        calls = {jump_target(pc, self.insns[pc], f) for pc, f in enumerate(self.forms)
+                 if f is not None and f.op == "call_local"}
+        starts = [0] + sorted(t for t in calls if t is not None and t != 0)
         for s in starts:
             fn = ir.Function(self.module, SUB_FN, f"bpf_sub_{s}")
             fn.linkage = "internal"
@@ -173,7 +175,7 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         self.depth = c64(0) if start == 0 and not low.calls_entry else args.depth
         self.rows = list(args.rows)
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
-        self._handlers = {}
+        self._handlers: dict = {}
         self.cold = False
 
     def slot(self, idx: int):
@@ -217,7 +219,8 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         term = b.branch(self.blocks[self.start])
         self._entry_builder = ir.IRBuilder(b.block)
         self._entry_builder.position_before(term)
-        self._limits, self._spans = {}, {}
+        self._limits: dict = {}
+        self._spans: dict = {}
         self._make_exits()
         for pc in sorted(self.blocks):
             b.position_at_end(self.blocks[pc])
@@ -263,6 +266,7 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         while True:
             pcs.append(pc)
             f = low.forms[pc]
+            assert f is not None
             if f.op in ("exit", "ja", "ja32") or f.op in isa.COND_JUMPS:     # the block's own end
                 return pcs
             pc += 2 if f.op.startswith("lddw") else 1

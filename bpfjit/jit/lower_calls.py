@@ -5,6 +5,8 @@ call. The tail-call trampoline itself is in the entry points (lower_entry).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from llvmlite import ir
 
 from . import state as S
@@ -13,6 +15,8 @@ from .lower_abi import SubArgs
 
 
 class CallMixin:
+    if TYPE_CHECKING:       # a mixin: every other attribute is the FunctionLowering (lower.py)'s
+        def __getattr__(self, name: str) -> Any: ...
     def emit_exit(self, pc, f, ins):
         b = self.b
         b.store(b.load(self.cnt), self.slot(S.COUNT))

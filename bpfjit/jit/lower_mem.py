@@ -21,6 +21,7 @@ of compares on one value grows with the block: LLVM's value-propagation passes s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FAULT_CODE
 from . import state as S
@@ -74,6 +75,8 @@ class Group:
 
 
 class MemoryMixin:
+    if TYPE_CHECKING:       # a mixin: every other attribute is the FunctionLowering (lower.py)'s
+        def __getattr__(self, name: str) -> Any: ...
     # ---- the check plan ----
     def plan_block(self, pcs) -> dict:
         """pc -> ("static",) | ("head", Group) | ("member", Group) for the accesses of a block (a group may

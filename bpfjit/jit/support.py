@@ -55,7 +55,8 @@ def define_region_check(module: ir.Module, row0_args: bool = False) -> ir.Functi
         row0 = fn.append_basic_block("row0")
         b.cbranch(nowrap, row0, no)
         b.position_at_end(row0)
-        b.cbranch(_row_ok(b, addr, end, *fn.args[4:7], perm), yes, loop)
+        lo0, hi0, perms0 = fn.args[4:7]
+        b.cbranch(_row_ok(b, addr, end, lo0, hi0, perms0, perm), yes, loop)
         pred = row0
     else:
         first = b.select(b.icmp_unsigned("!=", b.and_(info, c64(SKIP_FAST_ROWS)), c64(0)), c64(2), c64(0))

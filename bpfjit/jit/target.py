@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+from typing import Callable
 
 import llvmlite.binding as llvm
 
@@ -90,7 +91,7 @@ def before_link(hook) -> None:
     _BEFORE_LINK.append(hook)
 
 
-_PROVIDERS: list[tuple[str, object]] = []
+_PROVIDERS: list[tuple[str, Callable[[], object]]] = []
 
 
 def symbol_provider(prefix: str, ensure) -> None:

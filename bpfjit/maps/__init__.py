@@ -14,6 +14,8 @@ helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled f
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .array import ArrayMap, PercpuArrayMap
 from .base import KeyValueMap, MapBase, MapError
 from .hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
@@ -24,7 +26,7 @@ from .progarray import ProgArrayMap
 from .queuestack import QueueMap, StackMap
 from .ring import PerfEventArrayMap, RingBufMap
 
-MAP_CLASSES = {
+MAP_CLASSES: dict[str, Any] = {
     "array": ArrayMap, "percpu_array": PercpuArrayMap, "hash": HashMap, "percpu_hash": PercpuHashMap,
     "lru_hash": LruHashMap, "lru_percpu_hash": LruPercpuHashMap, "prog_array": ProgArrayMap,
     "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap, "queue": QueueMap, "stack": StackMap,

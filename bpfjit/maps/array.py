@@ -18,7 +18,7 @@ class ArrayMap(KeyValueMap):
     def __init__(self, key_size=4, value_size=None, max_entries: int = 1, **kw):
         super().__init__(key_size, value_size, max_entries, **kw)
 
-    def _setup(self) -> None:
+    def _setup(self) -> np.ndarray:
         if self.key_size != 4:
             raise ValueError(f"array map keys are 4-byte indexes, not {self.key_size} bytes")
         nbytes = self.max_entries * self.ncpus * self.stride

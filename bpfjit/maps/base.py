@@ -161,7 +161,7 @@ class KeyValueMap(MapBase):
         self.stride = L.round8(vs)
         self._storage = self._setup()
         self._base = self._storage.ctypes.data
-        self._mv = memoryview(self._storage)
+        self._mv = self._storage.data
         self._elem_bytes = self.ncpus * self.stride
         numpy_values = self.value_type is not None and self.value_type[0] == "numpy"
         self._typed = self._view(self.value_type[1]) if numpy_values else None

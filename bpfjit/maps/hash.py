@@ -8,6 +8,8 @@ The operations are native.py's; this module only allocates and describes.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..memory import PERM_RW, Region
 from . import layout as L
 from .base import KeyValueMap, storage
@@ -20,7 +22,7 @@ class HashMap(KeyValueMap):
     kind = L.KIND_HASH
     lru = False
 
-    def _setup(self) -> None:
+    def _setup(self) -> np.ndarray:
         cap = self.max_entries
         nbuckets = 1 << max(0, (cap - 1).bit_length())
         kstride = L.round8(self.key_size)

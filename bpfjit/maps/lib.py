@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from typing import TYPE_CHECKING, Any
 
 import llvmlite.binding as llvm
 
@@ -39,6 +40,9 @@ _PY_PROTOS = {   # name -> (result, arguments) of the py_* callables
 class Lib:
     """Addresses and ctypes callables of the runtime functions: `name` (every argument and result u64, as
     native code sees them) and `py_name` for the Python API (see _PY_PROTOS)."""
+
+    if TYPE_CHECKING:       # the ctypes callables are bound by name in __init__ (EXPORTS, _PY_PROTOS)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self):
         libc = ctypes.CDLL(None, use_errno=True)

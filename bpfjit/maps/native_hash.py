@@ -5,6 +5,8 @@ concurrency rules are described in native.py.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from llvmlite import ir
 
 from . import layout as L
@@ -14,6 +16,8 @@ K1, K2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9     # multiply-xorshift mixing c
 
 
 class HashOps:
+    if TYPE_CHECKING:       # a mixin: every other attribute is the native._Module (new, call, vaddr ...)'s
+        def __getattr__(self, name: str) -> Any: ...
     def _hash_key(self):
         f = self.new("hash_key", 2)
         key, size = f.args

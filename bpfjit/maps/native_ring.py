@@ -5,11 +5,15 @@ position with a release store, the Python consumer (ring.py) reads up to it. Mix
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from . import layout as L
 from .irutil import I32, Fn, c64
 
 
 class RingOps:
+    if TYPE_CHECKING:       # a mixin: every other attribute is the native._Module (new, call ...)'s
+        def __getattr__(self, name: str) -> Any: ...
     def _ring_reserve(self):
         """ring_reserve(ctl, data, rsize, len): offset of a new busy record of len bytes, or -1."""
         f = self.new("ring_reserve", 4)

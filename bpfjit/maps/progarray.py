@@ -13,6 +13,7 @@ every slot set later; replaced engines stay alive while code may still run in th
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import numpy as np
 
@@ -37,11 +38,11 @@ class ProgArrayMap(MapBase):
         self.runtime = runtime
         self._table = np.zeros(max_entries, dtype=np.uint64)
         self._programs: list[Program | None] = [None] * max_entries
-        self._engines: dict[int, tuple[Program, object]] = {}
+        self._engines: dict[int, tuple[Program, Any]] = {}
         self._retired: list[object] = []          # replaced engines stay alive (code may still run)
         self._lock = threading.RLock()
-        self._owner = None                        # pipeline.Prepared of the first program using this map
-        self._native = None                       # the JIT engine class, once a JIT program uses the map
+        self._owner: Any = None                   # pipeline.Prepared of the first program using this map
+        self._native: Any = None                  # the JIT engine class, once a JIT program uses the map
         self._fill(DATA=self._table.ctypes.data, DATA_SIZE=self._table.nbytes)
         self._publish()
 

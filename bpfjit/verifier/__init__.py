@@ -32,7 +32,7 @@ class VerifierResult:
     proven: bool = True
     mem_size: int | None = None
     stack_depth: tuple = ()         # ((subprogram start pc, deepest stack byte used), ...)
-    access_types: dict = None       # pc -> frozenset of pointer types ("fp", "mem", "map_value", "ctx")
+    access_types: dict | None = None  # pc -> frozenset of pointer types ("fp", "mem", "map_value", "ctx")
                                     # its load/store/atomic was proven in bounds for
 
 

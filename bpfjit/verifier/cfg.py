@@ -40,13 +40,16 @@ class CFG:
             op = f.op
             nxt = pc + 2 if op.startswith("lddw") else pc + 1
             t = jump_target(pc, insns[pc], f)
+            succ: tuple[int, ...]
             if op == "call_local":
                 succ = (nxt,)
                 self.prune.add(nxt)
             elif op in isa.COND_JUMPS:
+                assert t is not None
                 succ = (nxt, t)
                 self.prune.update(succ)
             elif op in ("ja", "ja32"):
+                assert t is not None
                 succ = (t,)
                 self.prune.add(t)
             elif op == "exit":

@@ -237,12 +237,13 @@ class Verifier:
 
     # ---- instructions: one handler per family (`_FAMILY`), each returns the next pc (-1: path ends) ----
     def _handlers(self) -> list:
-        out = []
+        out: list = []
         for f in self.forms:
             if f is None:
                 out.append(None)
                 continue
             op = f.op
+            fam: str | None
             if f.cls in (isa.CLS_ALU, isa.CLS_ALU64):
                 fam = "alu"
             elif op in isa.COND_JUMPS:
@@ -268,6 +269,7 @@ class Verifier:
     def _h_ldx(self, pc, f, ins, st, pending) -> int:
         self._read_reg(st, ins.src, pc)
         r = check_mem(self, st, pc, ins.src, ins.off, f.width // 8, "read")
+        assert r is not None                    # a read returns the loaded register
         if f.op == "ldxs":
             r = scalar(S.sign_extend(r.s, f.width, 64)) if r.type is SCALAR else loaded(f.width // 8)
         st.cur.regs[ins.dst] = r

@@ -231,13 +231,13 @@ def from_view(v, w: int) -> Scalar | None:
 def unsigned_range(lo: int, hi: int) -> Scalar:
     if lo == 0 and hi in _ZEXT:
         return _ZEXT[hi]
-    return make(T.trange(lo, hi), lo, hi, S64MIN, S64MAX, 0, M32, S32MIN, S32MAX)
+    return make(T.trange(lo, hi), lo, hi, S64MIN, S64MAX, 0, M32, S32MIN, S32MAX) or UNKNOWN
 
 
 def signed_range(lo: int, hi: int, w: int = 64) -> Scalar:
     if w == 64:
-        return make(T.UNKNOWN, 0, M64, lo, hi, 0, M32, S32MIN, S32MAX)
-    return from_view((T.trange(0, M32), 0, M32, lo, hi), 32)
+        return make(T.UNKNOWN, 0, M64, lo, hi, 0, M32, S32MIN, S32MAX) or UNKNOWN
+    return from_view((T.trange(0, M32), 0, M32, lo, hi), 32) or UNKNOWN
 
 
 def full(w: int):
@@ -310,7 +310,7 @@ def alu(op: str, a: Scalar, b: Scalar, w: int) -> Scalar:
     r = fn(va, vb, w, m, SMIN, SMAX) if fn else None
     if r is None:
         r = full(w)
-    return from_view(r, w) or from_view(full(w), w)
+    return from_view(r, w) or from_view(full(w), w) or UNKNOWN
 
 
 def _add(a, b, w, m, SMIN, SMAX):
