@@ -397,6 +397,8 @@ class Verifier:
             off = dst.off + (c if op == "add" else -c)
             if not -MAX_VAR_OFF < off < MAX_VAR_OFF:
                 raise err(f"R{d} pointer offset {off} is not allowed", pc)
+            if dst.range < 0 and off != dst.off:   # at / past the end: moving forward stays past it
+                return dst.but(off=off, range=BEYOND_PKT_END if off > dst.off else 0)
             return dst.but(off=off)
         if s.smin <= -MAX_VAR_OFF or s.smax >= MAX_VAR_OFF:
             raise err(f"math between {t} pointer and register with unbounded min value is not allowed", pc)
