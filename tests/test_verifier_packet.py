@@ -281,3 +281,25 @@ def test_clang_instruction_dumps_are_current(tmp_path):
     subprocess.run(["make", "-s", "-C", str(tmp_path), f"OBJCOPY={objcopy}"], check=True, capture_output=True)
     for b in sorted(C_DIR.glob("*.bin")):
         assert (tmp_path / b.name).read_bytes() == b.read_bytes(), b.name
+
+
+def test_packet_log_level_2():
+    """The kernel's register text for packet pointers: pkt(off=..,r=..), pkt_end(), the range after a check
+    on the side it holds, the past-the-end mark (r=-2) on the other."""
+    from bpfjit.verifier import verify
+    src = """
+        ldxw %r2, [%r1+0]
+        ldxw %r3, [%r1+4]
+        mov %r4, %r2
+        add %r4, 14
+        jgt %r4, %r3, +2
+        ldxb %r0, [%r2+13]
+        exit
+        mov %r0, 0
+        exit
+    """
+    log = verify(Program.from_asm(src), prog_type=TEST_PROG_TYPES["test_xdp"], log_level=2).log
+    assert "0: (61) r2 = *(u32 *)(r1 +0) ; R2_w=pkt(r=0)\n1: (61) r3 = *(u32 *)(r1 +4) ; R3_w=pkt_end()\n" in log
+    assert "3: (07) r4 += 14 ; R4_w=pkt(off=14,r=0)\n" in log
+    assert "4: (2d) if r4 > r3 goto pc+2 ; R2_w=pkt(r=14) R4_w=pkt(off=14,r=14)\n" in log
+    assert "from 4 to 7: R1=ctx() R2=pkt(r=0) R3=pkt_end() R4=pkt(off=14,r=-2) R10=fp0\n" in log
