@@ -1,8 +1,9 @@
 """The verifier proper: abstract interpretation of every path of a program (depth first, one pending
 branch per conditional jump whose both sides are possible), with state pruning at prune points, an
 instruction budget, bpf-to-bpf call frames, and the log. Per-instruction rules: ALU (scalar transfer
-functions, pointer arithmetic rules), jumps (range refinement, null checks), memory (access.py), helper
-calls (helpers.py), exit (r0, references, frames).
+functions, pointer arithmetic rules), jumps (range refinement, null checks, packet ranges learned from
+comparisons with the packet's end), memory (access.py), helper calls (helpers.py), exit (r0, references,
+frames).
 
 What is proven when `Verifier.run` returns: every path from pc 0 ends at an exit (or a tail call's exit),
 every memory access is inside its object, every helper gets arguments of its prototype's types, r0 at
@@ -14,13 +15,12 @@ from .. import isa
 from ..errors import VerifierError
 from ..progtypes import ProgType, prog_type as get_prog_type
 from . import scalar as S
-from .access import MAX_VAR_OFF, check_mem, err, loaded
+from .access import MAX_PACKET_OFF, MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
 from .helpers import check_call
 from .regs import (AT_PKT_END, BEYOND_PKT_END, CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG,
                    OR_NULL, PKT, PKT_END, PKT_META, PKT_TYPES, SCALAR, UNKNOWN_REG, Reg, const, ptr, scalar)
-from .access import MAX_PACKET_OFF
 from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
 
 INSN_LIMIT = 1_000_000
