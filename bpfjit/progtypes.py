@@ -60,7 +60,9 @@ def _field(name: str) -> None:
 class CtxField:
     """One context field a program may touch: byte offset, size, whether it may be read/written, and what a
     load of it gives: kind "scalar" (a number), or a pointer the verifier tracks: "pkt" (packet start,
-    `data`), "pkt_end" (`data_end`), "pkt_meta" (`data_meta`)."""
+    `data`), "pkt_end" (`data_end`), "pkt_meta" (`data_meta`). A pointer field itself is never stored to:
+    `write` on a "pkt" ("pkt_meta") field means the program may store into the packet data (metadata) it
+    points to (the kernel's direct packet write, e.g. XDP and tc yes, cgroup_skb no)."""
     name: str
     off: int
     size: int

@@ -6,7 +6,8 @@ File format: cases separated by lines `=== NAME`; an optional `options:` line (`
 `>>> accept` or `>>> reject PC: MESSAGE` (PC a number or `-`; MESSAGE a substring of the refusal).
 Programs may name the maps of `case_runtime()`: hash8 (8-byte key and value), arr48 (array, 48-byte values),
 arr8 (array, 8-byte values), rb (ringbuf), jmp (prog_array), q (queue of 8-byte values), events
-(perf_event_array).
+(perf_event_array). `prog_type` may also name one of `TEST_PROG_TYPES`: packet program types built here from
+the UAPI layouts of progtypes.py (the verifier reads only `ProgType.fields`), verified but not run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bpfjit.helpers.registry import Helper
 from bpfjit.maps import ArrayMap, HashMap, PerfEventArrayMap, ProgArrayMap, QueueMap, RingBufMap
+from bpfjit.progtypes import SK_BUFF_LAYOUT, SK_BUFF_SIZE, XDP_MD_LAYOUT, XDP_MD_SIZE, CtxField, ProgType
 from bpfjit.runtime import Runtime
 
 CASE_DIR = Path(__file__).parent / "verifier"
@@ -65,6 +68,29 @@ def load_cases(directory: Path = CASE_DIR) -> list[Case]:
     return cases
 
 
+def _ptype(name: str, layout, size: int, readable, writable) -> ProgType:
+    """A packet program type from a UAPI layout: the fields named in `readable` (all when None) may be read,
+    those in `writable` written ("data"/"data_meta" writable: the program may store into the packet)."""
+    fields = tuple(CtxField(n, off, sz, read=True, write=n in writable, kind=kind)
+                   for n, off, sz, kind in layout if readable is None or n in readable)
+    return ProgType(name, "test context", size, None, ctx_readonly=False, r2_is_len=False,
+                    needs_kern_version=False, helpers=None, returns="verdict", fields=fields)
+
+
+_SKB_COMMON = {n for n, *_ in SK_BUFF_LAYOUT} - {"data", "data_end", "data_meta", "flow_keys", "sk",
+                                                "tstamp_type"}
+# The kernel's access rules of each type, reduced to the field tables the verifier reads.
+TEST_PROG_TYPES = {
+    "test_xdp": _ptype("test_xdp", XDP_MD_LAYOUT, XDP_MD_SIZE, None, {"data", "data_meta"}),
+    "test_tc": _ptype("test_tc", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end", "data_meta"},
+                      {"data", "data_meta", "mark", "priority", "tc_index", "cb", "tc_classid", "queue_mapping",
+                       "tstamp"}),
+    "test_cgroup_skb": _ptype("test_cgroup_skb", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end"},
+                              {"mark", "priority", "cb"}),
+    "test_socket_filter": _ptype("test_socket_filter", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON, {"cb"}),
+}
+
+
 def case_runtime() -> Runtime:
     rt = Runtime()
     rt.add_map(HashMap(8, 8, 16), "hash8")
@@ -74,6 +100,8 @@ def case_runtime() -> Runtime:
     rt.add_map(ProgArrayMap(4, rt), "jmp")
     rt.add_map(QueueMap(8, 8), "q")
     rt.add_map(PerfEventArrayMap(1), "events")
+    if rt.helpers.get(44) is None:      # the kernel's xdp_adjust_head prototype (moves the packet)
+        rt.helpers.register(Helper(44, "xdp_adjust_head", lambda ctx, *a: -1, ("ptr_to_ctx", "anything")))
     return rt
 
 
@@ -81,11 +109,14 @@ def build(case: Case, rt: Runtime):
     """(program, verify keyword arguments) of a case."""
     o = case.options
     ptype = o.get("prog_type", "raw")
-    meta = dict(prog_type=ptype, license=o.get("license", "GPL"))
+    test_type = TEST_PROG_TYPES.get(ptype)
+    meta = dict(prog_type="raw" if test_type else ptype, license=o.get("license", "GPL"))
     if ptype == "kprobe":
         meta["kern_version"] = int(o["kern_version"], 0) if "kern_version" in o else rt.kern_version
     prog = rt.assemble(case.source, **meta)
     kw = {}
+    if test_type is not None:
+        kw["prog_type"] = test_type
     if "mem_size" in o:
         kw["mem_size"] = int(o["mem_size"])
     if "allow_loops" in o:

@@ -32,12 +32,12 @@ class VerifierResult:
     proven: bool = True
     mem_size: int | None = None
     stack_depth: tuple = ()         # ((subprogram start pc, deepest stack byte used), ...)
-    access_types: dict | None = None  # pc -> frozenset of pointer types ("fp", "mem", "map_value", "ctx")
+    access_types: dict | None = None  # pc -> frozenset of pointer types ("fp", "mem", "map_value", "ctx", "pkt"...)
                                     # its load/store/atomic was proven in bounds for
 
 
 def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | None = None,
-           log_level: int = 0, allow_loops: bool | None = None, prog_type: str | None = None,
+           log_level: int = 0, allow_loops: bool | None = None, prog_type=None,
            insn_limit: int = INSN_LIMIT) -> VerifierResult:
     """Verify `program`; raise VerifierError(message, pc) with `.log` when it cannot be proven safe.
 
@@ -46,7 +46,8 @@ def verify(program, *, runtime=None, helpers=None, config=None, mem_size: int | 
     config: a Config (stack_size, max_call_depth; `allow_loops` when it has one, default True);
     mem_size: raw programs: r1 points to at least this many bytes and r2 >= it;
     log_level: 0 none, 1 the failing path, 2 every instruction with its register state;
-    allow_loops, prog_type: override the config's / the program's; insn_limit: the processed-instruction
+    allow_loops, prog_type: override the config's / the program's (prog_type: a name or a ProgType row, whose
+    `fields` give the context rules); insn_limit: the processed-instruction
     budget (the kernel's 1,000,000).
     """
     if allow_loops is None:

@@ -1,5 +1,7 @@
 """Memory access rules: loads, stores and atomics through a pointer register (stack, context, map value,
-memory), the per-byte stack state they read and update, and the helper-argument form of the same checks
+memory, packet), the per-byte stack state they read and update, the context field rules of the program
+type (`ProgType.fields`: which field an access hits, read/write permission, full or narrower loads; loads of
+`data` / `data_end` / `data_meta` give packet pointers), and the helper-argument form of the same checks
 (a pointer plus a size range). Every refusal is a `VerifierError` with the kernel's message.
 
 The caller (core.py) decodes instructions and owns the state; this module never walks the program.
@@ -7,12 +9,15 @@ The caller (core.py) decodes instructions and owns the state; this module never 
 from __future__ import annotations
 
 from . import scalar as S
-from .regs import (CTX, FP, MAP_VALUE, MEM, NOT_INIT, SCALAR, UNKNOWN_REG, Reg, const, scalar)
+from .regs import (CTX, FP, MAP_VALUE, MEM, NOT_INIT, PKT, PKT_END, PKT_META, SCALAR, UNKNOWN_REG, Reg, const,
+                   ptr, scalar)
 from .state import INVALID_SLOT
 from ..errors import VerifierError
 from ..progtypes import valid_ctx_access
 
 MAX_VAR_OFF = 1 << 29
+MAX_PACKET_OFF = 0xFFFF
+CTX_KIND_TYPES = {"pkt": PKT, "pkt_end": PKT_END, "pkt_meta": PKT_META}   # CtxField.kind -> register type
 _WHAT = {"read": " read from", "write": " write to", "atomic": " write to"}
 
 
@@ -72,10 +77,71 @@ def check_mem(v, st, pc: int, regno: int, off: int, size: int, kind: str, value:
         if not reg.s.is_const:
             raise err(f"variable ctx access var_off={reg.s.fmt()} disallowed", pc)
         o = off + reg.s.value
-        if not valid_ctx_access(v.ptype, o, size, kind != "read"):
+        field = ctx_field(v.ptype, o, size, kind != "read")
+        if field is False:
             raise err(f"invalid bpf_context access off={o} size={size}", pc)
+        if kind == "read" and field is not None and field.kind != "scalar":
+            return ptr(CTX_KIND_TYPES[field.kind])
+        return loaded(size) if kind == "read" else None
+    if t is PKT or t is PKT_META:
+        if kind == "atomic":
+            raise err(f"BPF_ATOMIC stores into R{regno} {t} is not allowed", pc)
+        if kind == "write" and not pkt_writable(v.ptype, t):
+            raise err("cannot write into packet", pc)
+        check_packet(reg, regno, off, size, pc)
         return loaded(size) if kind == "read" else None
     raise err(f"R{regno} invalid mem access '{t}'", pc)
+
+
+# ------------------------------------------------------------------------------------ context and packet
+def ctx_field(ptype, off: int, size: int, write: bool):
+    """The context field an access of `size` bytes at `off` hits when the program type allows it, None when
+    the type has no field table (the seed's `valid_ctx_access` decides), False when refused.
+
+    The kernel's rules for `__sk_buff` / `xdp_md` / `pt_regs`, from the table: the access is naturally
+    aligned and inside one field; the field is readable (writable) for the type; a store writes the whole
+    field (of an array field such as `cb` or `remote_ip6`: any aligned part); a load of a packet pointer
+    field reads the whole field; other loads may be narrower (the kernel's narrow context loads)."""
+    fields = ptype.fields
+    if not fields:
+        return None if valid_ctx_access(ptype, off, size, write) else False
+    if off < 0 or off % size:
+        return False
+    for f in fields:
+        if f.off <= off < f.off + f.size:
+            break
+    else:
+        return False
+    if off + size > f.off + f.size:
+        return False
+    if write:
+        if not f.write or ptype.ctx_readonly or f.kind != "scalar":
+            return False
+        return f if (f.size > 8 or (off == f.off and size == f.size)) else False
+    if not f.read:
+        return False
+    if f.kind != "scalar" and (off != f.off or size != f.size):
+        return False
+    return f
+
+
+def pkt_writable(ptype, t: str) -> bool:
+    """Whether the program type may store into packet data (t "pkt") or metadata ("pkt_meta"): the `write`
+    flag of its context field of that kind (the field itself is never stored to; see CtxField)."""
+    kind = "pkt" if t is PKT else "pkt_meta"
+    return any(f.kind == kind and f.write for f in ptype.fields)
+
+
+def check_packet(reg: Reg, regno: int, off: int, size: int, pc: int) -> None:
+    """An access of `size` bytes at reg + off inside the range proven for reg (the kernel's
+    check_packet_access: the variable offset is part of the range's base, so only the fixed offset counts)."""
+    if reg.s.smin < 0:
+        raise err(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.",
+                  pc)
+    o = reg.off + off
+    if o < 0 or reg.range < 0 or o + size > reg.range:
+        raise err(f"invalid access to packet, off={o} size={size}, R{regno}(id={reg.id},off={o},"
+                  f"r={reg.range})", pc)
 
 
 # ------------------------------------------------------------------------------------ the stack
@@ -197,8 +263,9 @@ def smear(frame, lo: int, hi: int, zero: bool, init: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------ helper arguments
 def check_helper_mem(v, st, pc: int, regno: int, size_min: int, size_max: int, write: bool,
-                     stack_only: bool = False) -> None:
-    """A helper reads (or writes) size_min..size_max bytes at the pointer in regno."""
+                     stack_only: bool = False, pkt_ok: bool = False) -> None:
+    """A helper reads (or writes) size_min..size_max bytes at the pointer in regno; pkt_ok: the helper may
+    be given a packet pointer (the kernel's `pkt_access` helpers)."""
     reg = st.cur.regs[regno]
     t = reg.type
     if size_max == 0:
@@ -216,6 +283,13 @@ def check_helper_mem(v, st, pc: int, regno: int, size_min: int, size_max: int, w
         return
     if stack_only:
         raise err(f"R{regno} type={t} expected=fp", pc)
+    if t is PKT or t is PKT_META:
+        if not pkt_ok:
+            raise err("helper access to the packet is not allowed", pc)
+        if write and not pkt_writable(v.ptype, t):
+            raise err("cannot write into packet", pc)
+        check_packet(reg, regno, 0, size_max, pc)
+        return
     if t is MAP_VALUE or t is MEM:
         if write and t is MAP_VALUE and getattr(reg.map, "frozen", False):
             raise err(f"write into map forbidden, value_size={reg.map.value_size} off={reg.off} size={size_max}",
@@ -225,4 +299,4 @@ def check_helper_mem(v, st, pc: int, regno: int, size_min: int, size_max: int, w
         return
     if t is NOT_INIT:
         raise err(f"R{regno} !read_ok", pc)
-    raise err(f"R{regno} type={t} expected=fp, map_value, mem", pc)
+    raise err(f"R{regno} type={t} expected=fp, {'pkt, pkt_meta, ' if pkt_ok else ''}map_value, mem", pc)

@@ -1,8 +1,9 @@
 """The verifier proper: abstract interpretation of every path of a program (depth first, one pending
 branch per conditional jump whose both sides are possible), with state pruning at prune points, an
 instruction budget, bpf-to-bpf call frames, and the log. Per-instruction rules: ALU (scalar transfer
-functions, pointer arithmetic rules), jumps (range refinement, null checks), memory (access.py), helper
-calls (helpers.py), exit (r0, references, frames).
+functions, pointer arithmetic rules), jumps (range refinement, null checks, packet ranges learned from
+comparisons with the packet's end), memory (access.py), helper calls (helpers.py), exit (r0, references,
+frames).
 
 What is proven when `Verifier.run` returns: every path from pc 0 ends at an exit (or a tail call's exit),
 every memory access is inside its object, every helper gets arguments of its prototype's types, r0 at
@@ -12,14 +13,15 @@ from __future__ import annotations
 
 from .. import isa
 from ..errors import VerifierError
-from ..progtypes import prog_type as get_prog_type
+from ..progtypes import ProgType, prog_type as get_prog_type
 from . import scalar as S
-from .access import MAX_VAR_OFF, check_mem, err, loaded
+from .access import MAX_PACKET_OFF, MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
 from .helpers import check_call
-from .regs import (MEMLEN_ID, CTX, FP, MAP_PTR, MAP_VALUE, MEM, NOT_INIT, NOT_INIT_REG, OR_NULL, SCALAR, UNKNOWN_REG,
-                   Reg, const, ptr, scalar)
+from .regs import (AT_PKT_END, BEYOND_PKT_END, CTX, FP, MAP_PTR, MAP_VALUE, MEM, MEMLEN_ID, NOT_INIT,
+                   NOT_INIT_REG, OR_NULL, PKT, PKT_END, PKT_META, PKT_TYPES, SCALAR, UNKNOWN_REG, Reg, const,
+                   ptr, scalar)
 from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
 
 INSN_LIMIT = 1_000_000
@@ -51,7 +53,8 @@ class Verifier:
         self.mem_size = mem_size
         self.log_level = log_level
         self.allow_loops = allow_loops
-        self.ptype = get_prog_type(prog_type or program.prog_type)
+        pt = prog_type or program.prog_type
+        self.ptype = pt if isinstance(pt, ProgType) else get_prog_type(pt)
         self.stack_size = self.config.stack_size
         self.max_frames = self.config.max_call_depth
         self.insns = program.insns
@@ -379,6 +382,8 @@ class Verifier:
         if op not in ("add", "sub"):
             raise err(f"R{d} pointer arithmetic with {_OPSYM.get(op, op)} operator prohibited", pc)
         if dst.is_ptr and src.is_ptr:
+            if op == "sub" and dst.type in PKT_TYPES and src.type in PKT_TYPES:
+                return UNKNOWN_REG             # a distance inside the packet (data_end - data)
             raise err(f"R{d} pointer {_OPSYM[op]} pointer prohibited", pc)
         if src.is_ptr:
             if op == "sub":
@@ -387,7 +392,7 @@ class Verifier:
         t = dst.type
         if t in OR_NULL:
             raise err(f"R{d} pointer arithmetic on {t} prohibited, null-check it first", pc)
-        if t is MAP_PTR:
+        if t is MAP_PTR or t is PKT_END:
             raise err(f"R{d} pointer arithmetic on {t} prohibited", pc)
         s = src.s
         if s.is_const:
@@ -395,12 +400,16 @@ class Verifier:
             off = dst.off + (c if op == "add" else -c)
             if not -MAX_VAR_OFF < off < MAX_VAR_OFF:
                 raise err(f"R{d} pointer offset {off} is not allowed", pc)
+            if dst.range < 0 and off != dst.off:   # at / past the end: moving forward stays past it
+                return dst.but(off=off, range=BEYOND_PKT_END if off > dst.off else 0)
             return dst.but(off=off)
         if s.smin <= -MAX_VAR_OFF or s.smax >= MAX_VAR_OFF:
             raise err(f"math between {t} pointer and register with unbounded min value is not allowed", pc)
         var = S.alu(op, dst.s, s, 64)
         if var.smin <= -MAX_VAR_OFF or var.smax >= MAX_VAR_OFF:
             raise err(f"R{d} unbounded memory access, make sure to bounds check any such access", pc)
+        if t is PKT or t is PKT_META:          # a new base: no range proven for it yet
+            return dst.but(s=var, id=self.new_id(), range=0)
         return dst.but(s=var)
 
     # ---- atomics ----
@@ -475,6 +484,8 @@ class Verifier:
             self._set_pair(st, ins, f, fall, a, b)
             return pc + 1
         # pointers
+        if a.type in PKT_TYPES and b.type in PKT_TYPES and w == 64 and op != "jset":
+            return self._pkt_jump(pc, op, ins, a, b, st, pending, target)
         if w == 32 or op == "jset":
             raise err(f"R{ins.dst if a.is_ptr else ins.src} pointer comparison prohibited", pc)
         zero_b = b.type is SCALAR and b.s.is_const and b.s.value == 0
@@ -533,7 +544,54 @@ class Verifier:
 
     @staticmethod
     def _maybe_null(p: Reg) -> bool:
-        return p.type is MEM and p.size == 0 and not p.ref
+        """Not provably non-NULL (both sides explored): raw memory of unknown size, packet pointers (as the
+        kernel: their addresses are the runtime's)."""
+        return (p.type is MEM and p.size == 0 and not p.ref) or p.type in PKT_TYPES
+
+    # ---- packet pointers (the kernel's try_match_pkt_pointers / is_pkt_ptr_branch_taken) ----
+    def _pkt_jump(self, pc, op, ins, a, b, st, pending, target) -> int:
+        """A 64-bit comparison of two pointers into the packet. `pkt' OP pkt_end` (and `pkt_meta' OP pkt`)
+        in any order with an unsigned >, >=, <, <= teaches the side where pkt' <= pkt_end that the bytes
+        before pkt' are in the packet; other comparisons teach nothing."""
+        pa, pb = ins.dst, ins.src
+        if op in _FLIP and (b.type is PKT and a.type is PKT_END or b.type is PKT_META and _init_pkt(a)):
+            a, b, pa, pb, op = b, a, pb, pa, _FLIP[op]      # now: pointer OP its end
+        if op not in _FLIP or not (a.type is PKT and b.type is PKT_END or a.type is PKT_META and _init_pkt(b)):
+            other = st.copy()
+            self._push(pending, target, pc, other)
+            return pc + 1
+        # a's side where a < end (open) / a <= end, the other where a >= end / a > end
+        good_taken = op in ("jlt", "jle")
+        good_open = op in ("jlt", "jge")
+        if b.type is PKT_END and a.range < 0:                # known at / beyond the end: one side only
+            if a.range == BEYOND_PKT_END or good_open:
+                return pc + 1 if good_taken else target
+        other = st.copy()
+        good, bad = (other, st) if good_taken else (st, other)
+        self._find_good_pkt(good, a, good_open)
+        if a.type is PKT and b.type is PKT_END:
+            bad.frames[-1].regs[pa] = a.but(range=AT_PKT_END if good_open else BEYOND_PKT_END)
+        self._push(pending, target, pc, other)
+        return pc + 1
+
+    @staticmethod
+    def _find_good_pkt(st, p: Reg, right_open: bool) -> None:
+        """Every pointer of p's type and id learns that p.off bytes (p.off + 1 when p < end) are in."""
+        if p.off < 0 or (p.off == 0 and right_open):
+            return
+        if p.s.umax > MAX_PACKET_OFF or p.s.umax + p.off > MAX_PACKET_OFF:
+            return
+        new = p.off + 1 if right_open else p.off
+        t, pid = p.type, p.id
+        for fr in st.frames:
+            regs = fr.regs
+            for i in range(11):
+                r = regs[i]
+                if r.type is t and r.id == pid and r.range < new:
+                    regs[i] = r.but(range=new)
+            for k, (spill, kinds) in list(fr.stack.items()):
+                if spill is not None and spill.type is t and spill.id == pid and spill.range < new:
+                    fr.stack[k] = (spill.but(range=new), kinds)
 
     def _mark_null(self, st, p: Reg, is_null: bool) -> None:
         rid = p.id
@@ -605,6 +663,14 @@ class Verifier:
 _FAMILY = {"ldx": "ldx", "ldxs": "ldx", "stx": "stx", "st": "st", "ja": "ja", "ja32": "ja", "exit": "exit",
            "call": "call", "call_btf": "call", "callx": "callx", "call_local": "call_local", "ldabs": "ldabs",
            "ldind": "ldabs"}
+_FLIP = {"jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge"}
+
+
+def _init_pkt(r: Reg) -> bool:
+    """The packet's start itself (the kernel's reg_is_init_pkt_pointer)."""
+    return r.type is PKT and r.id == 0 and r.off == 0 and r.s.is_const and r.s.value == 0
+
+
 _OPSYM = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/=", "or": "|=", "and": "&=", "lsh": "<<=",
           "rsh": ">>=", "mod": "%=", "xor": "^=", "arsh": "s>>=", "sdiv": "s/=", "smod": "s%="}
 

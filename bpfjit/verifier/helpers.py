@@ -3,14 +3,15 @@ against the maps they are given (type, key and value sizes), GPL-only helpers ag
 return type set in r0, references acquired (ringbuf_reserve) and released (ringbuf_submit/discard).
 
 What the prototypes do not say is kept here as small tables keyed by helper name: the map types a map
-helper accepts, which helpers release the memory they get, which `ptr_to_stack` helpers write it.
+helper accepts, which helpers release the memory they get, which `ptr_to_stack` helpers write it, which may
+be given packet pointers and which move the packet (invalidating every packet pointer).
 """
 from __future__ import annotations
 
 from . import scalar as S
 from .access import MAX_VAR_OFF, check_helper_mem, err
-from .regs import (CTX, MAP_PTR, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, SCALAR,
-                   UNKNOWN_REG, Reg)
+from .regs import (CTX, MAP_PTR, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, PKT_TYPES,
+                   SCALAR, UNKNOWN_REG, Reg)
 from ..helpers.registry import license_is_gpl_compatible
 
 KV_MAPS = frozenset({"array", "percpu_array", "hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
@@ -22,6 +23,18 @@ MAP_TYPES_OF = {
     "map_pop_elem": frozenset({"queue", "stack"}), "map_peek_elem": frozenset({"queue", "stack"}),
 }
 RELEASES = frozenset({"ringbuf_submit", "ringbuf_discard"})   # arg 1 is released (OBJ_RELEASE)
+# helpers whose memory arguments may point into the packet (the kernel's `pkt_access` prototypes)
+PKT_ACCESS = frozenset({"map_lookup_elem", "map_update_elem", "map_delete_elem", "map_push_elem",
+                        "map_pop_elem", "map_peek_elem", "csum_diff", "csum_update", "sk_lookup_tcp",
+                        "sk_lookup_udp", "skc_lookup_tcp", "tcp_check_syncookie", "tcp_gen_syncookie"})
+# helpers that may move or resize the packet: every packet pointer is invalid after them (the kernel's
+# bpf_helper_changes_pkt_data)
+CHANGES_PKT_DATA = frozenset({
+    "skb_store_bytes", "l3_csum_replace", "l4_csum_replace", "skb_pull_data", "skb_change_tail",
+    "skb_change_head", "skb_change_proto", "skb_change_type", "skb_adjust_room", "skb_vlan_push",
+    "skb_vlan_pop", "clone_redirect", "xdp_adjust_head", "xdp_adjust_tail", "xdp_adjust_meta",
+    "msg_pull_data", "msg_push_data", "msg_pop_data", "lwt_push_encap", "lwt_seg6_store_bytes",
+    "lwt_seg6_adjust_srh", "lwt_seg6_action", "skb_ecn_set_ce"})
 STACK_WRITERS = frozenset({"probe_read"})                      # ptr_to_stack output buffers
 SIZE_ARGS = ("const_size", "const_size_or_zero")
 MEM_ARGS = ("ptr_to_mem", "ptr_to_uninit_mem", "ptr_to_stack")
@@ -32,6 +45,7 @@ def check_call(v, st, pc: int, h) -> None:
     if h.gpl_only and not license_is_gpl_compatible(v.program.license):
         raise err("cannot call GPL-restricted function from non-GPL compatible program", pc)
     regs = st.cur.regs
+    pkt_ok = h.name in PKT_ACCESS
     cmap = None
     pending = None            # (regno, arg type) of a memory argument waiting for its size
     size_arg = None
@@ -55,7 +69,7 @@ def check_call(v, st, pc: int, h) -> None:
             if cmap is None:
                 raise err(f"invalid map_ptr to access map->{'key' if a.endswith('key') else 'value'}", pc)
             size = cmap.key_size if a == "ptr_to_map_key" else cmap.value_size
-            check_helper_mem(v, st, pc, regno, size, size, False)
+            check_helper_mem(v, st, pc, regno, size, size, False, pkt_ok=pkt_ok)
         elif a == "ptr_to_ctx":
             if reg.type is not CTX and not _raw_ctx(v, reg):
                 raise err(f"R{regno} type={reg.type} expected=ctx", pc)
@@ -87,12 +101,14 @@ def check_call(v, st, pc: int, h) -> None:
             if pending is not None:
                 pno, kind = pending
                 write = kind == "ptr_to_uninit_mem" or (kind == "ptr_to_stack" and h.name in STACK_WRITERS)
-                check_helper_mem(v, st, pc, pno, s.umin, s.umax, write, stack_only=kind == "ptr_to_stack")
+                check_helper_mem(v, st, pc, pno, s.umin, s.umax, write, stack_only=kind == "ptr_to_stack",
+                                 pkt_ok=pkt_ok)
                 pending = None
         else:
             raise err(f"helper bpf_{h.name}#{h.id}: argument type {a} is not supported by the verifier", pc)
     if pending is not None and cmap is not None:      # a map value buffer sized by the map
-        check_helper_mem(v, st, pc, pending[0], cmap.value_size, cmap.value_size, pending[1] != "ptr_to_mem")
+        check_helper_mem(v, st, pc, pending[0], cmap.value_size, cmap.value_size, pending[1] != "ptr_to_mem",
+                         pkt_ok=pkt_ok)
         pending = None
     if pending is not None:
         raise err(f"helper bpf_{h.name}#{h.id}: memory argument R{pending[0]} has no size argument", pc)
@@ -100,6 +116,8 @@ def check_call(v, st, pc: int, h) -> None:
         raise err("tail_call would lead to reference leak", pc)
     if released is not None:
         release(st, released)
+    if h.name in CHANGES_PKT_DATA:
+        clear_pkt_pointers(st)
     for r in range(1, 6):
         regs[r] = NOT_INIT_REG
     ret = h.ret
@@ -125,6 +143,19 @@ def _raw_ctx(v, reg) -> bool:
     """A raw program's context is its memory (r1 at entry, unmoved: a tail-call target sees it at offset 0)."""
     return (v.ptype.name == "raw" and reg.type is MEM and not reg.ref and reg.off == 0 and reg.s.is_const
             and reg.s.value == 0)
+
+
+def clear_pkt_pointers(st) -> None:
+    """The packet may have moved: every packet pointer (registers and spills, all frames) becomes an
+    unknown scalar, so a later dereference is refused until the program reloads data/data_end."""
+    for f in st.frames:
+        regs = f.regs
+        for i in range(11):
+            if regs[i].type in PKT_TYPES:
+                regs[i] = UNKNOWN_REG
+        for k, (spill, kinds) in list(f.stack.items()):
+            if spill is not None and spill.type in PKT_TYPES:
+                f.stack[k] = (UNKNOWN_REG, kinds)
 
 
 def release(st, ref: int) -> None:

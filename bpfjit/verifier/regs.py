@@ -4,7 +4,10 @@ variable offset of a pointer), the fixed offset, and what the pointer points to;
 
 Types (the kernel's names): not_init, scalar, ctx, fp (stack pointer of frame `frame`), map_ptr
 (CONST_PTR_TO_MAP), map_value / map_value_or_null (into `map`'s value), mem / mem_or_null (`size` bytes:
-a raw program's memory, ringbuf_reserve's record; `ref` is the reference id that must be released).
+a raw program's memory, ringbuf_reserve's record; `ref` is the reference id that must be released),
+pkt / pkt_meta (packet data / metadata start plus `off` and a variable offset; `range`: bytes from the
+pointer's base, which all pointers of the same `id` share, proven inside the packet; negative: AT_PKT_END /
+BEYOND_PKT_END, the pointer is known to be at / beyond the end) and pkt_end (the packet's end).
 Access rules are in access.py; nothing here checks a program.
 """
 from __future__ import annotations
@@ -13,19 +16,23 @@ from . import scalar as S
 
 NOT_INIT, SCALAR, CTX, FP, MAP_PTR = "not_init", "scalar", "ctx", "fp", "map_ptr"
 MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL = "map_value", "map_value_or_null", "mem", "mem_or_null"
+PKT, PKT_END, PKT_META = "pkt", "pkt_end", "pkt_meta"
 OR_NULL = {MAP_VALUE_OR_NULL: MAP_VALUE, MEM_OR_NULL: MEM}
 # The id of a raw program's length scalar (r2 at entry and its copies): a comparison that bounds it from below
 # proves that many bytes of the run's memory (the kernel learns a packet's range from data_end the same way).
 MEMLEN_ID = -1
-POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL)
+POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, PKT, PKT_END, PKT_META)
+PKT_TYPES = (PKT, PKT_END, PKT_META)       # pointers into the same packet (they may be compared/subtracted)
+AT_PKT_END, BEYOND_PKT_END = -1, -2        # `range` of a pkt pointer known to be at / past pkt_end
 
 
 class Reg:
-    __slots__ = ("type", "s", "off", "map", "id", "ref", "frame", "size", "_k")
+    __slots__ = ("type", "s", "off", "map", "id", "ref", "frame", "size", "range", "_k")
 
-    def __init__(self, type, s=S.UNKNOWN, off=0, map=None, id=0, ref=0, frame=0, size=0):
+    def __init__(self, type, s=S.UNKNOWN, off=0, map=None, id=0, ref=0, frame=0, size=0, range=0):
         self.type, self.s, self.off, self.map = type, s, off, map
         self.id, self.ref, self.frame, self.size = id, ref, frame, size
+        self.range = range
         self._k = None
 
     def key(self):
@@ -33,11 +40,11 @@ class Reg:
         k = self._k
         if k is None:
             k = self._k = (self.type, self.s.key(), self.off, id(self.map), self.id, self.ref, self.frame,
-                           self.size)
+                           self.size, self.range)
         return k
 
     def but(self, **kw) -> "Reg":
-        r = Reg(self.type, self.s, self.off, self.map, self.id, self.ref, self.frame, self.size)
+        r = Reg(self.type, self.s, self.off, self.map, self.id, self.ref, self.frame, self.size, self.range)
         for k, v in kw.items():
             setattr(r, k, v)
         return r
@@ -78,6 +85,8 @@ class Reg:
             parts.append(f"off={self.off}")
         if t in (MEM, MEM_OR_NULL):
             parts.append(f"sz={self.size}")
+        if t is PKT or t is PKT_META:
+            parts.append(f"r={self.range}")
         if not (self.s.is_const and self.s.value == 0):
             parts.append(self.s.fmt()[7:-1] if not self.s.is_const else f"imm={self.s.value}")
         return f"{t}({','.join(p for p in parts if p)})"
@@ -118,6 +127,16 @@ def regsafe(old: Reg, new: Reg, idmap: dict) -> bool:
         return False
     if t is SCALAR:
         return old.s.contains(new.s) and (old.id != MEMLEN_ID or new.id == MEMLEN_ID)
+    if t is PKT or t is PKT_META:
+        # at least the old proven range; a negative one (at/past the end) decided branches: the same fact
+        if old.range < 0:
+            if new.range != old.range:
+                return False
+        elif new.range < 0:
+            if old.range:
+                return False
+        elif new.range < old.range:
+            return False
     if not (old.off == new.off and old.map is new.map and old.frame == new.frame and old.size == new.size
             and old.s.contains(new.s)):
         return False
