@@ -3,11 +3,12 @@ caches) for each workload at every opt level, for generated programs of 100 ... 
 four kinds (compilegen.py: alu, mem, stack, branchy; checked and trusted), the cost of building a VM whose
 program is in the memory cache or only in the disk cache, and, each in a fresh process: the first compile
 with its peak memory, cold start (first VM(...).run()) and the first run_batch after it. Groups `compile`,
-`compile:generated`, `compile:curve`, `compile:opt`, `cache_hit`, `disk_hit`, `cold`.
+`compile:generated`, `compile:curve`, `compile:small`, `compile:opt`, `cache_hit`, `disk_hit`, `cold`.
 The full curve up to 40,000 instructions with its table and plot: benchmarks/compile_curve.py.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bpfjit import VM, Config
@@ -58,6 +59,24 @@ def test_compile_curve(benchmark, kind, checked, n):
     assert not vm.engine.cache_hit
     mem = bytes(MEM_SIZE)
     assert vm.run(mem) == VM(prog, "interp", cfg).run(mem)
+
+
+@pytest.mark.parametrize("n", (9, 100, 1_000))
+@pytest.mark.parametrize("safety", ["auto", "checked", "trusted"])
+def test_compile_small(benchmark, safety, n):
+    """The issue-9 bar's case: a small program in the default mode (auto: verify, then proven code) and in
+    checked and trusted mode; VM creation with empty compile caches (verification included)."""
+    benchmark.group = "compile:small"
+    prog, cfg = program("branchy", n) if n > 9 else generated_program(9), Config(safety=safety)
+    vm = time_calls(benchmark, lambda: VM(prog, "jit", cfg), rounds=COMPILE_ROUNDS, iterations=1,
+                    setup=compiler.clear_cache, kind="compile", program=f"branchy{n}", safety=safety, insns=n)
+    assert not vm.engine.cache_hit
+    before = compiler.STATS["compiled"]
+    mem = bytes(MEM_SIZE)
+    assert vm.run(mem) == VM(prog, "interp", cfg).run(mem)
+    vm.run_batch(np.zeros((4, MEM_SIZE), np.uint8))
+    vm.bench(mem, 3)
+    assert compiler.STATS["compiled"] == before          # run, run_batch and bench: one compile
 
 
 @pytest.mark.parametrize("opt", range(4))

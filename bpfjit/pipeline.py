@@ -48,6 +48,7 @@ class Prepared:
     code_config: Config | None = None           # the Config native code is generated for
     writes_ctx: bool = False        # the proof lets the program store into its context (read-only runs
                                     # of such a program need runtime checks)
+    is_tail_target: bool = False    # prepared for a prog_array slot (the JIT compiles its tail entry only)
 
     def checked_variant(self) -> "Prepared":
         """This program with runtime checks everywhere (a proven program run on read-only memory)."""
@@ -136,7 +137,7 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     registry = helpers if helpers is not None else _default_helpers(runtime)
     if runtime is not None:
         runtime.check_program(program, registry)
-    p = Prepared(program, config, registry, runtime, ptype)
+    p = Prepared(program, config, registry, runtime, ptype, is_tail_target=tail_target)
     p.calls = resolve_calls(program, registry)
     p.lddw, p.used_maps = resolve_lddw(program, runtime)
     _verify(p, tail_target)

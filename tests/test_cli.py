@@ -136,17 +136,17 @@ def test_disasm_ir(write, capsys):
     path = write("p.s", ADD)
     assert cli.main(["disasm", path, "--ir", "--safety", "checked"]) == 0
     checked = capsys.readouterr().out
-    assert "define" in checked and "@bpf_run" in checked
+    assert "define" in checked and "@bpf_entry" in checked
     assert cli.main(["disasm", path, "--ir", "--unchecked"]) == 0
     unchecked = capsys.readouterr().out
-    assert "@bpf_run" in unchecked
+    assert "@bpf_entry" in unchecked
     assert len(unchecked.splitlines()) < len(checked.splitlines())   # no meter, no bounds checks
 
 
 def test_disasm_native(write, capsys):
     assert cli.main(["disasm", write("p.s", ADD), "--native", "--opt", "1"]) == 0
     out = capsys.readouterr().out
-    assert "bpf_run" in out and out.endswith("\n")
+    assert "bpf_entry" in out and out.endswith("\n")
 
 
 def test_disasm_ir_and_native_exclusive(write, capsys):

@@ -17,20 +17,42 @@ from bpfjit.jit import compiler, diskcache
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_one_compile_serves_run_batch_bench_and_tail_entry():
+def _loads():
+    return compiler.STATS["compiled"] + compiler.STATS["disk_hits"]
+
+
+def test_one_compile_serves_run_batch_and_bench():
     prog = Program.from_asm("ldxb %r0, [%r1+1]\nadd %r0, %r2\nexit")
     compiler.clear_cache()
-
-    def loads():
-        return compiler.STATS["compiled"] + compiler.STATS["disk_hits"]
-    before = loads()
+    before = _loads()
     vm = VM(prog, "jit")
     assert vm.run(b"\x01\x05") == 7
-    assert loads() == before + 1
+    assert _loads() == before + 1
     assert list(vm.run_batch(np.array([[1, 2], [3, 4]], dtype=np.uint8))) == [4, 6]
     assert vm.bench(b"\x00\x09\x00", n=5) == 12
-    assert vm.engine.tail_entry_address == vm.engine.compiled.addr["bpf_tail_entry"]
-    assert loads() == before + 1
+    assert _loads() == before + 1
+    assert "bpf_tail_entry" not in vm.engine.compiled.addr     # a VM's program is never a slot's target
+
+
+def test_tail_call_target_compiles_only_its_tail_entry():
+    from bpfjit.helpers import default_registry
+    from bpfjit.helpers.map_helpers import register_map_helpers
+    from bpfjit.maps import ProgArrayMap
+    from bpfjit.runtime import Runtime
+    rt = Runtime(Config(safety="checked"), helpers=register_map_helpers(default_registry().copy()))
+    pa = ProgArrayMap(2, rt, name="jmp")
+    rt.add_map(pa)
+    caller = rt.assemble("lddw %r2, map(jmp)\nmov %r3, 0\ncall tail_call\nmov %r0, 1\nexit")
+    target = rt.assemble("ldxb %r0, [%r1+0]\nadd %r0, 40\nexit")
+    compiler.clear_cache()
+    vm = VM(caller, "jit", rt.config, runtime=rt)
+    before = _loads()
+    pa[0] = target                                     # the target's engine: one compile, the tail entry
+    assert _loads() == before + 1
+    (engine,) = [e for _, e in pa._engines.values()]
+    assert set(engine.compiled.addr) == {"bpf_tail_entry"}
+    assert vm.run(b"\x02") == 42
+    assert _loads() == before + 1
 
 
 def test_default_directory(monkeypatch, tmp_path):
@@ -62,7 +84,7 @@ def test_disk_hit_in_process_and_corrupt_entry_is_recompiled(disk):
     compiler.clear_cache()
     vm = VM(prog, "jit")
     assert vm.engine.cache_hit and vm.engine.compiled.from_disk and vm.run(b"ab") == 10
-    assert "bpf_run_mem" in vm.engine.ir()              # the IR is rebuilt on demand
+    assert "bpf_entry" in vm.engine.ir()                # the IR is rebuilt on demand
     obj.write_bytes(b"garbage")
     compiler.clear_cache()
     vm = VM(prog, "jit")

@@ -97,8 +97,8 @@ def test_disk_cache_is_read_by_a_second_process(tmp_path):
 
 def test_ir_and_native_assembly_are_printable():
     vm = VM(Program.from_asm(SRC), "jit")
-    assert "bpf_run_mem" in vm.engine.ir() and "define" in vm.engine.ir(optimized=False)
-    assert "bpf_run_mem" in vm.engine.native_asm()
+    assert "bpf_entry" in vm.engine.ir() and "define" in vm.engine.ir(optimized=False)
+    assert "bpf_entry" in vm.engine.native_asm()
 
 
 REGRESSIONS = Path(__file__).parent / "data" / "regressions"

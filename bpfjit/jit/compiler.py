@@ -29,7 +29,7 @@ from .diskcache import default_cache_dir, disk_cache_dir, set_disk_cache  # noqa
 _LOCK = threading.RLock()
 _CACHE: "OrderedDict[str, Compiled]" = OrderedDict()
 CACHE_SIZE = 256
-FORMAT = 2          # disk entry format (part of every key)
+FORMAT = 3          # disk entry format (part of every key)
 STATS = {"compiled": 0, "disk_hits": 0, "memory_hits": 0}    # counters since the process started
 
 

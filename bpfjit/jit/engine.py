@@ -26,9 +26,7 @@ from .native_helpers import NATIVE
 M64 = (1 << 64) - 1
 _U64 = ctypes.c_uint64
 _VP = ctypes.c_void_p
-RUN_MEM_T = ctypes.CFUNCTYPE(_U64, _VP)
-BATCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64, _VP)
-BENCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64)
+ENTRY_T = ctypes.CFUNCTYPE(_U64, _VP)        # bpf_entry(state) -> r0 of the last run (lower_entry)
 HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
 
 _TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
@@ -82,9 +80,11 @@ class JITEngine(Engine):
         self._lddw = prepared.lddw
         self._plan = plan
         self._modules: dict[str, compiler.Compiled] = {}
-        self.compiled, self.cache_hit = self._module("program")
-        self._run_mem = RUN_MEM_T(self.compiled.addr["bpf_run_mem"])
-        self._loops = None
+        self._entry = None
+        if prepared.is_tail_target:      # a prog_array slot's program: only its tail entry is ever used
+            self.compiled, self.cache_hit = self._module("tail")
+        else:
+            self._program_module()
         self._last_state: Any = None          # the state block of the last run (numpy array or ctypes array)
         self._last_mem: Any = None
         self._local = threading.local()        # .fast: this thread's FastRunner
@@ -94,10 +94,9 @@ class JITEngine(Engine):
                 need(JITEngine)
 
     def _module(self, kind: str):
-        """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS. "program" holds every entry
-        point (run, batch, bench, tail entry) and is compiled by the constructor; "tail" is compiled on
-        first use only for tail-call targets with Python helpers (their tail entry installs this engine's
-        callback table, whose address is part of the module and of its cache key)."""
+        """(compiled module of this kind, cache hit?) — see lower.MODULE_KINDS. "program" holds the run,
+        batch and bench entry points; "tail" the tail-call entry (with Python helpers it installs this
+        engine's callback table, whose address is part of the module and of its cache key)."""
         cfg, prog = self.config, self.prog
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
         key = compiler.cache_key(self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
@@ -108,19 +107,31 @@ class JITEngine(Engine):
         self._modules[kind] = c           # keeps the machine code alive as long as this engine
         return c, hit
 
-    def _loop_entries(self):
-        """(bpf_batch, bpf_bench) of the program module (compiled with the rest by the constructor)."""
-        if self._loops is None:
-            c = self.compiled
-            self._loops = (BATCH_T(c.addr["bpf_batch"]), BENCH_T(c.addr["bpf_bench"]))
-        return self._loops
+    def _program_module(self):
+        """bpf_entry of the program module (run, run_batch and bench: inputs in the state's ARG_* slots, see
+        lower_entry): compiled by the constructor, or on first run of an engine prepared as a tail-call
+        target."""
+        if self._entry is None:
+            self.compiled, self.cache_hit = self._module("program")
+            self._entry = ENTRY_T(self.compiled.addr["bpf_entry"])
+        return self._entry
+
+    def _call_entry(self, st, r1: int, r2: int, perms: int, count: int = 1, stride: int = 0, out: int = 0) -> int:
+        """bpf_entry over `count` runs (out: the address of count uint64 results, else one result slot)."""
+        st[S.ARG_R1] = r1 & M64
+        st[S.ARG_R2] = r2 & M64
+        st[S.ARG_PERMS] = perms
+        st[S.ARG_STRIDE] = stride
+        st[S.ARG_COUNT] = count
+        st[S.ARG_OUT] = out or _TLS.state_addr + 8 * S.RESULT
+        st[S.ARG_OMASK] = M64 if out else 0
+        return self._program_module()(_TLS.state_addr)
 
     @property
     def tail_entry_address(self) -> int:
-        """Address of bpf_tail_entry for this program: what a prog_array slot holds (the program module's,
-        or with Python helpers a tail module compiled on first use)."""
-        if not self.callbacks:
-            return self.compiled.addr["bpf_tail_entry"]
+        """Address of bpf_tail_entry for this program: what a prog_array slot holds (the tail module: the
+        only module of an engine prepared as a tail-call target; with Python helpers its entry installs
+        this engine's callback table)."""
         c = self._modules.get("tail") or self._module("tail")[0]
         return c.addr["bpf_tail_entry"]
 
@@ -157,7 +168,7 @@ class JITEngine(Engine):
     # ---- state ----
     def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3, skip=None):
         """The thread's state block for a run over `aspace`; region row 0 is reserved for the run's mem
-        (bpf_run_mem and the batch loop write it), the address space's rows follow (but `skip`)."""
+        (bpf_entry writes it), the address space's rows follow (but `skip`)."""
         st = getattr(_TLS, "state", None)
         if st is None:
             st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
@@ -257,10 +268,7 @@ class JITEngine(Engine):
         self._last_mem = buf
         st, table = self._state(aspace, r1, r2, env.stack().end, perms)
         _TLS.ctx = env.helper_ctx(aspace)
-        st[S.ARG_R1] = r1 & M64
-        st[S.ARG_R2] = r2 & M64
-        st[S.ARG_PERMS] = perms
-        r0 = self._run_mem(_TLS.state_addr)
+        r0 = self._call_entry(st, r1, r2, perms)
         self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
@@ -286,11 +294,11 @@ class JITEngine(Engine):
         st, table = self._state(aspace, base, stride, top, perms, skip=record_region)
         _TLS.ctx = env.helper_ctx(aspace)
         _TLS.batch = (records, record_region) if self._reaches_python else None
-        batch, _ = self._loop_entries()
         try:
-            done = batch(_TLS.state_addr, base, stride, n, top, addr_of(out))
+            self._call_entry(st, base, stride, perms, n, stride, addr_of(out))
         finally:
             _TLS.batch = None
+        done = int(st[S.DONE])
         self._last_state = st
         if done < n:
             try:
@@ -310,8 +318,7 @@ class JITEngine(Engine):
         top = env.stack().end
         st, table = self._state(aspace, r1, r2, top, perms)
         _TLS.ctx = env.helper_ctx(aspace)
-        _, bench = self._loop_entries()
-        r0 = bench(_TLS.state_addr, r1 & M64, r2 & M64, top, n)
+        r0 = self._call_entry(st, r1, r2, perms, n)
         self._last_state = st
         if st[S.F_KIND]:
             self._raise_fault(st)
@@ -344,7 +351,7 @@ class FastRunner:
     """Prepared state of one thread for repeated runs with no Python helper involved: the state block and
     region table are built once; each call places the input (numpy arrays, bytearrays and writable
     memoryviews in place, the address of the last array remembered; bytes copied into a scratch buffer) and
-    passes only (address, length, permissions) to bpf_run_mem. Input is checked as runenv.ctx_buffer does."""
+    passes only (address, length, permissions) to bpf_entry. Input is checked as runenv.ctx_buffer does."""
     __slots__ = ("engine", "st", "st_addr", "table", "call", "regions_src", "ptype", "last_obj", "last_addr",
                  "last_size", "scratch", "scratch_addr", "min_size")
 
@@ -363,7 +370,11 @@ class FastRunner:
         st[S.HELPERS] = engine._helper_table_addr
         st[S.STACK_TOP] = stack_top
         st[S.TAIL_LIMIT] = engine.config.tail_call_limit
-        self.call = engine._run_mem
+        self.call = engine._program_module()
+        st[S.ARG_STRIDE] = 0
+        st[S.ARG_COUNT] = 1
+        st[S.ARG_OUT] = self.st_addr + 8 * S.RESULT
+        st[S.ARG_OMASK] = 0
         self.last_obj: Any = None     # the last numpy array run (kept alive, so its address stays valid)
         self.last_addr = self.last_size = 0
         self.scratch = np.zeros(256, dtype=np.uint8)

@@ -21,15 +21,16 @@ from ..program import Config, Program, block_costs, jump_target, leaders, meter_
 from . import lower_entry, target
 from . import state as S
 from .irlib import COLD, HOT, I64, RET, c64, fault_info, set_fault_fn
-from .lower_abi import NREGS, SUB_FN, SubArgs
+from .lower_abi import NREGS, SUB_FN, Host, SubArgs
 from .lower_alu import AluMixin
 from .lower_calls import CallMixin
 from .lower_mem import MemoryMixin
 
-# Every entry point of a program module (one compile serves run, run_batch, bench and tail calls).
-ENTRY_POINTS = ("bpf_run_mem", "bpf_batch", "bpf_bench", "bpf_tail_entry")
+# The entry points of each module kind: a program run by a VM ("program": one compile serves run,
+# run_batch and bench) and a prog_array slot's target ("tail": the tail-call entry only).
+ENTRY_POINTS = ("bpf_entry",)
 MODULE_KINDS = {"program": ENTRY_POINTS, "tail": ("bpf_tail_entry",)}
-INLINE_LIMIT = 300      # reachable instructions of subprogram 0 up to which the native loop inlines it
+INLINE_LIMIT = 300      # reachable instructions of subprogram 0 up to which bpf_entry inlines it
 
 
 class HelperPlan:
@@ -107,19 +108,25 @@ class Lowering:
         calls = {jump_target(pc, self.insns[pc], f) for pc, f in enumerate(self.forms)
                  if f is not None and f.op == "call_local"}
         starts = [0] + sorted(t for t in calls if t is not None and t != 0)
+        # a small subprogram 0 of a program module is emitted straight into bpf_entry's loop (one copy, no
+        # call per run, and no LLVM inlining or second simplification of the body); it needs no function
+        inline = (self.kind == "program" and not self.calls_entry and len(self.reachable(0)) <= INLINE_LIMIT)
         for s in starts:
+            if s == 0 and inline:
+                continue
             fn = ir.Function(self.module, SUB_FN, f"bpf_sub_{s}")
             fn.linkage = "internal"
             self.subs[s] = fn
         sizes = {}
-        for s in starts:
+        for s in self.subs:
             sizes[s] = FunctionLowering(self, self.subs[s], s).emit()
         if self.kind == "tail":
             lower_entry.emit_tail_entry(self, self.helper_table)
         else:
-            lower_entry.emit_run_mem(self)
-            lower_entry.emit_loops(self, inline=sizes[0] <= INLINE_LIMIT)
-            lower_entry.emit_tail_entry(self, self.helper_table)
+            lower_entry.emit_entry(self, (lambda host: FunctionLowering(self, host.fn, 0, host).emit())
+                                   if inline else None)
+            if inline:
+                sizes[0] = len(self.reachable(0))
         self.largest_function = max(sizes.values())
         self.huge = self.largest_function > target.HUGE_FUNCTION or self.longest_block > target.HUGE_BLOCK
         return self.module
@@ -164,17 +171,18 @@ _BY_OP = {"ja": "emit_ja", "ja32": "emit_ja", "exit": "emit_exit", "ldx": "emit_
 class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
     """Emits one subprogram (calling convention: lower_abi.SubArgs)."""
 
-    def __init__(self, low: Lowering, fn: ir.Function, start: int):
+    def __init__(self, low: Lowering, fn: ir.Function, start: int, host: Host | None = None):
         self.low = low
         self.fn = fn
         self.start = start
-        args = SubArgs.of(fn)
+        self.host = host
+        args = SubArgs.of(fn) if host is None else host.args
         self.args = args
         self.st = args.st
         # nothing calls pc 0 locally -> subprogram 0 only ever runs at depth 0 (entry or tail-call entry)
         self.depth = c64(0) if start == 0 and not low.calls_entry else args.depth
         self.rows = list(args.rows)
-        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.b = ir.IRBuilder(fn.append_basic_block("entry")) if host is None else host.builder
         self._handlers: dict = {}
         self.cold = False
 
@@ -206,21 +214,25 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
 
     def emit(self) -> int:
         """Emit the function; returns the number of reachable instructions."""
-        low, b = self.low, self.b
-        self._slots = [b.gep(self.st, [c64(i)]) if i in _USED_SLOTS else None for i in range(S.NSLOTS)]
-        self.R = [b.alloca(I64, name=f"r{i}") for i in range(NREGS)]
-        self.cnt = b.alloca(I64, name="count")
+        low, b, host = self.low, self.b, self.host
+        eb = b if host is None else host.entry_builder       # what is the same for every run goes here
+        self._slots = [eb.gep(self.st, [c64(i)]) if i in _USED_SLOTS else None for i in range(S.NSLOTS)]
+        self.R = [eb.alloca(I64, name=f"r{i}") for i in range(NREGS)]
+        self.cnt = eb.alloca(I64, name="count")
+        self.limit = eb.load(self.slot(S.LIMIT)) if low.metered else None
         for i in range(NREGS):
             b.store(self.args.regs[i], self.R[i])
         b.store(b.load(self.slot(S.COUNT)), self.cnt)
-        self.limit = b.load(self.slot(S.LIMIT)) if low.metered else None
         reach = low.reachable(self.start)
         self.blocks = {pc: self.fn.append_basic_block(f"pc{pc}") for pc in sorted(reach) if pc in low.leader_set}
         term = b.branch(self.blocks[self.start])
-        self._entry_builder = ir.IRBuilder(b.block)
-        self._entry_builder.position_before(term)
+        if host is None:
+            self._entry_builder = ir.IRBuilder(b.block)
+            self._entry_builder.position_before(term)
+        else:
+            self._entry_builder = host.entry_builder
         self._limits: dict = {}
-        self._spans: dict = {}
+        self._spans: dict = dict(host.spans) if host is not None else {}
         self._make_exits()
         for pc in sorted(self.blocks):
             b.position_at_end(self.blocks[pc])
@@ -235,7 +247,7 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         self.fault_ret = self.fn.append_basic_block("fault_ret")
         fb = ir.IRBuilder(self.fault_ret)
         fb.store(fb.load(self.cnt), self.slot(S.COUNT))
-        fb.ret(ir.Constant(RET, ir.Undefined))
+        self.leave(fb, None)
         self.fault_exit = self.fn.append_basic_block("fault_exit")
         fb = ir.IRBuilder(self.fault_exit)
         self.fault_info = fb.phi(I64, name="info")
@@ -252,7 +264,25 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         pb.branch(keep)
         pb.position_at_end(keep)
         pb.store(pb.load(self.cnt), self.slot(S.COUNT))
-        pb.ret(ir.Constant(RET, ir.Undefined))
+        self.leave(pb, None)
+
+    def leave(self, b, regs):
+        """Return from the subprogram with r0..r5 = regs (None: after a fault, nothing defined); emitted into
+        a host, branch to its exit with r0."""
+        if self.host is not None:
+            if regs is None and self.host.fault_block is not None:
+                b.branch(self.host.fault_block)
+                return
+            self.host.exit_phi.add_incoming(regs[0] if regs is not None else c64(0), b.block)
+            b.branch(self.host.exit_block)
+            return
+        if regs is None:
+            b.ret(ir.Constant(RET, ir.Undefined))
+            return
+        agg = ir.Constant(RET, ir.Undefined)
+        for i, v in enumerate(regs):
+            agg = b.insert_value(agg, v, i)
+        b.ret(agg)
 
     def fault_block(self, kind: str, pc: int, code: int | None = None):
         """The fault exit, for a branch about to be emitted from the builder's current block."""

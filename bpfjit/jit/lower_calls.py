@@ -20,10 +20,7 @@ class CallMixin:
     def emit_exit(self, pc, f, ins):
         b = self.b
         b.store(b.load(self.cnt), self.slot(S.COUNT))
-        agg = ir.Constant(RET, ir.Undefined)
-        for i in range(6):
-            agg = b.insert_value(agg, self.reg(i), i)
-        b.ret(agg)
+        self.leave(b, [self.reg(i) for i in range(1 if self.host is not None else 6)])
         return None
 
     def propagate_if_fault(self, pc: int | None = None):

@@ -1,16 +1,16 @@
-"""The exported entry points of a program module (all in ONE module, see lower.ENTRY_POINTS):
+"""The exported entry points of program modules (see lower.MODULE_KINDS):
 
-* `bpf_run_mem(st) -> r0`: the entry from Python; inputs in state slots (ARG_R1, ARG_R2, ARG_PERMS,
-  STACK_TOP), so the call passes one pointer; resets the per-run slots and points region row 0 and the
-  packet bounds at [r1, r1 + r2);
-* `bpf_batch(st, base, stride, count, r10, out) -> records done` and `bpf_bench(st, r1, r2, r10, n) -> last
-  r0`: native repeat loops (stop at the first fault), one function each so each is specialised;
-* `bpf_tail_entry(st, r1, r10) -> r0`: the program as the target of a tail call.
+* `bpf_entry(st) -> r0 of the last run` (module kind "program"): the ONE function a VM's program module
+  exports, serving run (one run), run_batch (one run per record) and bench (n runs over one input). Its
+  inputs are state slots (ARG_*), so the call from Python passes one pointer. One function on purpose:
+  LLVM's fixed cost per function (pass pipeline and code generation, ~0.7 ms each) is what small
+  programs pay most.
+* `bpf_tail_entry(st, r1, r10) -> r0` (module kind "tail"): the program as the target of a tail call (the
+  only entry a prog_array slot's program needs).
 
-The program (subprogram 0) is inlined into the loops when it is small (the per-run call would cost as much
-as the program: three copies of a small program) and called otherwise (one copy of a large program). After subprogram 0
-returns, pending tail calls are chained natively (the trampoline) and an implicit exit (EXIT0) becomes
-r0 = 0 with no fault.
+The program (subprogram 0) is inlined into bpf_entry's loop when it is small (a per-run call would cost as
+much as the program) and called otherwise. After subprogram 0 returns, pending tail calls are chained
+natively (the trampoline) and an implicit exit (EXIT0) becomes r0 = 0 with no fault.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from llvmlite import ir
 
 from . import state as S
 from .irlib import I64, I64P, TAIL_ENTRY_FN, VOID, c64
-from .lower_abi import SubArgs
+from .lower_abi import Host, SubArgs
 
 LATCH = "loop_latch"      # the repeat loop's back edge (see loop_metadata)
 
@@ -49,15 +49,31 @@ def table_rows(b, st, rows=(0, 1)):
     return [b.load(b.gep(table, [c64(3 * r + k)])) for r in rows for k in range(3)]
 
 
-def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
-    """Call subprogram 0, then the tail-call trampoline, then turn EXIT0 into r0 = 0."""
+def signals_after_run(low) -> bool:
+    """Can the state's fault slot hold something the entry must look at after a run (a pending tail call or
+    an implicit exit) -- else a run that returned normally has no fault."""
+    return low.calls_helpers or low.uses_packet
+
+
+def run_program(low, b, st, r1, r2, r10, rows, emit_inline=None, entry_builder=None, spans=None,
+                fault_block=None):
+    """One run of subprogram 0 (called, or with emit_inline(host) emitted right here, faults going to
+    fault_block unless a tail call or implicit exit must be looked at first), then the tail-call
+    trampoline, then EXIT0 turned into r0 = 0. Returns r0; b is left where the run has ended."""
     fn = b.function
     helpers_slot = _slot(b, st, S.HELPERS)
     saved_helpers = b.load(helpers_slot) if low.calls_helpers else None
-    res = b.call(low.subs[0], SubArgs.entry(st, r1, r2, r10, rows).flat(),
-                 attrs=("alwaysinline",) if inline else ("noinline",))
-    first = b.extract_value(res, 0)
-    if not (low.calls_helpers or low.uses_packet):   # no tail call and no implicit exit possible
+    args = SubArgs.entry(st, r1, r2, r10, rows)
+    if emit_inline is None:
+        first = b.extract_value(b.call(low.subs[0], args.flat()), 0)
+    else:
+        exit_block = fn.append_basic_block("program_exit")
+        xb = ir.IRBuilder(exit_block)
+        first = xb.phi(I64, name="r0")
+        emit_inline(Host(fn, b, entry_builder, args, spans, exit_block, first,
+                         None if signals_after_run(low) else fault_block))
+        b.position_at_end(exit_block)
+    if not signals_after_run(low):        # no tail call and no implicit exit possible
         return first
     kslot = _slot(b, st, S.F_KIND)
     pre = b.block
@@ -83,21 +99,6 @@ def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
     return b.select(is_exit0, c64(0), r0)
 
 
-def emit_run_mem(low):
-    fast = ir.Function(low.module, ir.FunctionType(I64, [I64P]), "bpf_run_mem")
-    st = fast.args[0]
-    b = ir.IRBuilder(fast.append_basic_block("entry"))
-    r1, r2, perms, r10 = (b.load(_slot(b, st, i)) for i in (S.ARG_R1, S.ARG_R2, S.ARG_PERMS, S.STACK_TOP))
-    table = b.inttoptr(b.load(_slot(b, st, S.TABLE)), I64P)
-    for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
-        b.store(v, b.gep(table, [c64(idx)]))
-    for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
-                    (S.TAIL, c64(0))):
-        b.store(v, _slot(b, st, slot))
-    rows = [r1, b.add(r1, r2), perms] + table_rows(b, st, (1,))
-    b.ret(call_program(low, b, st, r1, r2, r10, rows, inline=False))
-
-
 def emit_tail_entry(low, helper_table: int):
     """bpf_tail_entry(st, r1, r10) -> r0 (r1 = ctx, r2 = 0, fresh frame at r10). Faults and further tail
     calls stay in the state. With helper_table, it installs that Python-helper callback table."""
@@ -106,79 +107,93 @@ def emit_tail_entry(low, helper_table: int):
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     if helper_table:
         b.store(c64(helper_table), _slot(b, st, S.HELPERS))
-    res = b.call(low.subs[0], SubArgs.entry(st, r1, c64(0), r10, table_rows(b, st)).flat(), attrs=("noinline",))
+    res = b.call(low.subs[0], SubArgs.entry(st, r1, c64(0), r10, table_rows(b, st)).flat(),
+                 attrs=("alwaysinline",))
     b.ret(b.extract_value(res, 0))
 
 
-def emit_loops(low, inline: bool):
-    m = low.module
-    # bpf_batch(st, base, stride, count, r10, out) -> records done
-    batch = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64, I64P]), "bpf_batch")
-    st, base, stride, count, r10, out = batch.args
-    _emit_loop(low, batch, inline, st, base, stride, stride, count, r10, out)
-    # bpf_bench(st, r1, r2, r10, n) -> last r0
-    bench = ir.Function(m, ir.FunctionType(I64, [I64P, I64, I64, I64, I64]), "bpf_bench")
-    st, r1, r2, r10, n = bench.args
-    _emit_loop(low, bench, inline, st, r1, c64(0), r2, n, r10, None)
+ENTRY_FN = ir.FunctionType(I64, [I64P])
 
 
-def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out):
-    """One run per i < count with r1 = base + i * stride, r2 = length; results to out[i] (batch) or
-    consumed (bench, out None: an optimisation barrier like the C baseline's asm volatile, so that repeated
-    runs over the same input are neither hoisted nor merged). Returns records done (batch) / the last r0
-    (bench)."""
-    entry, head, body, done, fault = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done",
-                                                                       "fault"))
+def emit_entry(low, emit_inline=None):
+    """bpf_entry(st) -> r0 of the last run: the one exported function of a program module, serving run,
+    run_batch and bench. Inputs in state slots (ARG_R1 = r1 of the first run, ARG_R2 = r2 of every run,
+    ARG_PERMS, ARG_STRIDE, ARG_COUNT, ARG_OUT, ARG_OMASK, STACK_TOP), so a call passes one pointer; run i
+    has r1 = ARG_R1 + i * ARG_STRIDE and writes its r0 to ARG_OUT[i & ARG_OMASK]; it stops at the first
+    run that leaves a fault and leaves the number of runs completed in DONE. ONE function: LLVM's cost
+    per function (passes and code generation) is what small programs pay most. emit_inline(host): emit
+    subprogram 0 into the loop body (else it is called)."""
+    fn = ir.Function(low.module, ENTRY_FN, "bpf_entry")
+    st = fn.args[0]
+    entry, head, body, done = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done"))
     b = ir.IRBuilder(entry)
+    base, length, perms, stride, count, out_addr, omask, r10 = (b.load(_slot(b, st, i)) for i in (
+        S.ARG_R1, S.ARG_R2, S.ARG_PERMS, S.ARG_STRIDE, S.ARG_COUNT, S.ARG_OUT, S.ARG_OMASK, S.STACK_TOP))
+    ostep = b.and_(omask, c64(8))          # bytes from one result to the next (0: one result slot)
     table = b.inttoptr(b.load(_slot(b, st, S.TABLE)), I64P)
-    perms = b.load(b.gep(table, [c64(2)]))
+    # region row 0 and the packet bounds of the first run (every later run rewrites them where something
+    # reads them: native helpers, tail-call targets, packet loads); the per-run slots start clean
+    for idx, v in ((0, base), (1, b.add(base, length)), (2, perms)):
+        b.store(v, b.gep(table, [c64(idx)]))
+    for slot, v in ((S.MEM_START, base), (S.MEM_LEN, length), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
+                    (S.TAIL, c64(0))):
+        b.store(v, _slot(b, st, slot))
     row1 = table_rows(b, st, (1,))
-    is_bench = out is None
-    b.branch(head)
+    spans = {0: length, 1: b.sub(row1[1], row1[0])}
+    # The repeat loop is entered at its head (i = 0) or, as far as LLVM can tell, at its latch (i = -1 + 1:
+    # the same first run): a cycle with two entries is no natural loop, so LLVM's loop passes (LICM,
+    # IndVarSimplify, LSR, rotation ...), which would walk the whole inlined program, leave it alone. The
+    # program's own loops inside it are natural loops and optimised as usual.
+    latch = fn.append_basic_block(LATCH)
+    opaque = b.load(_slot(b, st, S.SCRATCH))
+    b.cbranch(b.icmp_unsigned("==", opaque, c64(0x1D1E0000CAFE)), latch, head)
     b.position_at_end(head)
-    i = b.phi(I64)
-    last = b.phi(I64)
-    i.add_incoming(c64(0), entry)
-    last.add_incoming(c64(0), entry)
+    # run i: r1 = base + i * stride, its result at out_addr + i * ostep (pointers stepped, no multiply)
+    i, last, r1, outp = (b.phi(I64) for _ in range(4))
+    for phi, v in ((i, c64(0)), (last, c64(0)), (r1, base), (outp, out_addr)):
+        phi.add_incoming(v, entry)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
-    r1, r2 = b.add(base, b.mul(i, stride)), length
-    if is_bench:
-        barrier = ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r,~{memory}", side_effect=True)
-        b.call(barrier, [r1])
-    # region row 0 (for native helpers' pointer checks and tail-call targets) and the packet bounds of
-    # this run; only where something reads them (compiled code's own checks use the SSA rows)
+    r2 = length
+    # optimisation barriers like the C baseline's asm volatile: repeated runs over the same input (bench)
+    # are neither hoisted nor merged
+    b.call(ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r,~{memory}", side_effect=True), [r1])
     if low.calls_helpers:
         for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
             b.store(v, b.gep(table, [c64(idx)]))
+        b.store(c64(0), _slot(b, st, S.TAIL))
+        b.store(i, _slot(b, st, S.BATCH_INDEX))
     if low.uses_packet:
         b.store(r1, _slot(b, st, S.MEM_START))
         b.store(r2, _slot(b, st, S.MEM_LEN))
     if low.metered:
         b.store(c64(0), _slot(b, st, S.COUNT))
-    if low.calls_helpers:
-        b.store(c64(0), _slot(b, st, S.TAIL))
-        if not is_bench:
-            b.store(i, _slot(b, st, S.BATCH_INDEX))
-    r0 = call_program(low, b, st, r1, r2, r10, [r1, b.add(r1, r2), perms] + row1, inline)
+    eb = ir.IRBuilder(entry)
+    eb.position_before(entry.terminator)
+    r0 = run_program(low, b, st, r1, r2, r10, [r1, b.add(r1, r2), perms] + row1, emit_inline, eb, spans,
+                     fault_block=done)
+    b.call(ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r", side_effect=True), [r0])
     cont = fn.append_basic_block("cont")
-    if low.may_signal:
+    if low.may_signal and (emit_inline is None or signals_after_run(low)):
         faulted = b.icmp_unsigned("!=", b.load(_slot(b, st, S.F_KIND)), c64(0))
-        b.cbranch(faulted, fault, cont)
+        b.cbranch(faulted, done, cont)
     else:
         b.branch(cont)
     b.position_at_end(cont)
-    if is_bench:
-        b.call(ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r", side_effect=True), [r0])
-    else:
-        b.store(r0, b.gep(out, [i]))
-    latch = fn.append_basic_block(LATCH)
+    b.store(r0, b.inttoptr(outp, I64P))
     b.branch(latch)
     b.position_at_end(latch)
-    i.add_incoming(b.add(i, c64(1)), latch)
-    last.add_incoming(r0, latch)
+    # from the entry, the latch is "run -1": stepping it gives run 0 (see above)
+    prev = [b.phi(I64) for _ in range(4)]
+    for phi, now, before in zip(prev, (i, r0, r1, outp), (c64(-1), c64(0), eb.sub(base, stride),
+                                                          eb.sub(out_addr, ostep))):
+        phi.add_incoming(now, cont)
+        phi.add_incoming(before, entry)
+    i.add_incoming(b.add(prev[0], c64(1)), latch)
+    last.add_incoming(prev[1], latch)
+    r1.add_incoming(b.add(prev[2], stride), latch)
+    outp.add_incoming(b.add(prev[3], ostep), latch)
     b.branch(head)
     b.position_at_end(done)
-    b.ret(last if is_bench else count)
-    b.position_at_end(fault)
-    b.ret(last if is_bench else i)
+    b.store(i, _slot(b, st, S.DONE))
+    b.ret(last)

@@ -27,16 +27,23 @@ SLOTS = (
     ("TAIL_TARGET", 14, "pending tail call: address of the target's bpf_tail_entry"),
     ("TAIL_CTX", 15, "pending tail call: r1 for the target"),
     ("TAIL_LIMIT", 16, "Config.tail_call_limit"),
-    ("ARG_R1", 17, "bpf_run_mem input: r1 (mem address)"),
-    ("ARG_R2", 18, "bpf_run_mem input: r2 (mem length)"),
-    ("ARG_PERMS", 19, "bpf_run_mem input: permissions of the mem region"),
+    ("ARG_R1", 17, "bpf_entry input: r1 of the first run (mem address)"),
+    ("ARG_R2", 18, "bpf_entry input: r2 of every run (mem length)"),
+    ("ARG_PERMS", 19, "bpf_entry input: permissions of the mem region"),
     ("BATCH_INDEX", 20, "run_batch: index of the record being run (Python helpers' view of memory)"),
     ("SCRATCH", 21, "where the accesses of a cold copy go after its first failed check (support.bpf_cold_addr)"),
+    ("ARG_STRIDE", 22, "bpf_entry input: bytes from one record to the next (run_batch; 0 for run and bench)"),
+    ("ARG_COUNT", 23, "bpf_entry input: runs to do (1 for run)"),
+    ("ARG_OUT", 24, "bpf_entry input: address of the uint64 r0 results, run i writes out[i & ARG_OMASK]"),
+    ("ARG_OMASK", 25, "bpf_entry input: all ones for run_batch (one result per record), 0 for run and bench"),
+    ("DONE", 13, "bpf_entry output: runs completed (the run at this index faulted when < ARG_COUNT)"),
+    ("RESULT", 26, "r0 of run and bench (where ARG_OUT points for them)"),
 )
-NSLOTS = 24
+NSLOTS = 32
 
 F_KIND = F_PC = F_ADDR = F_SIZE = COUNT = LIMIT = TABLE = NREGIONS = MEM_START = MEM_LEN = HELPERS = 0
 STACK_TOP = TAIL = TAIL_TARGET = TAIL_CTX = TAIL_LIMIT = ARG_R1 = ARG_R2 = ARG_PERMS = BATCH_INDEX = SCRATCH = 0
+ARG_STRIDE = ARG_COUNT = ARG_OUT = ARG_OMASK = DONE = RESULT = 0
 globals().update({name: idx for name, idx, _ in SLOTS})      # the constants above, from the table
 assert len({idx for _, idx, _ in SLOTS}) == len(SLOTS) and max(i for _, i, _ in SLOTS) < NSLOTS
 

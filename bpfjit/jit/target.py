@@ -69,7 +69,8 @@ def target_machine(opt: int) -> llvm.TargetMachine:
 
 
 def optimize(mod: llvm.ModuleRef, opt: int, vectorize: bool | None = None) -> None:
-    """Run the new-pass-manager pipeline of level `opt` (O0: only SROA, which promotes register allocas)."""
+    """Run the new-pass-manager pipeline of level `opt` (O0: only the always-inliner and SROA, which promotes
+    register allocas)."""
     pto = llvm.create_pipeline_tuning_options(speed_level=opt)
     vec = opt >= 2 if vectorize is None else vectorize
     pto.loop_vectorization = vec
@@ -79,6 +80,7 @@ def optimize(mod: llvm.ModuleRef, opt: int, vectorize: bool | None = None) -> No
         pb.getModulePassManager().run(mod, pb)
     else:
         mpm = llvm.create_new_module_pass_manager()
+        mpm.add_always_inliner_pass()
         mpm.add_sroa_pass()
         mpm.run(mod, pb)
 
