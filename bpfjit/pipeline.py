@@ -138,7 +138,15 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     p = Prepared(program, config, registry, runtime, ptype)
     p.calls = resolve_calls(program, registry)
     p.lddw, p.used_maps = resolve_lddw(program, runtime)
+    ctx_pass = None
+    if ptype.packet is not None:              # packet programs: context accesses checked and rewritten
+        from .ctxrewrite import rewrite
+        ctx_pass = rewrite(program, ptype)
     _verify(p, tail_target)
+    if ctx_pass is not None:                  # the verifier saw the original; both engines run this
+        p.program = ctx_pass.program
+        if ctx_pass.ambiguous and p.safety == "verified":
+            p.safety, p.proof, p.code_config = "checked", None, config
     for m in p.used_maps:
         bind = getattr(m, "bind_owner", None)
         if bind is not None:

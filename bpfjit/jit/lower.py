@@ -17,8 +17,9 @@ from llvmlite import ir
 
 from .. import isa
 from ..errors import FAULT_CODE, LoadError
+from ..progtypes import PACKET_TYPES
 from ..program import Config, Program, block_costs, jump_target, leaders, meter_points
-from . import lower_entry, target
+from . import lower_entry, lower_pkt, target
 from . import state as S
 from .irlib import COLD, HOT, I64, RET, c64, fault_info, set_fault_fn
 from .lower_abi import NREGS, SUB_FN, SubArgs
@@ -117,6 +118,8 @@ class Lowering:
         else:
             lower_entry.emit_run_mem(self)
             lower_entry.emit_loops(self, inline=sizes[0] <= INLINE_LIMIT)
+            if self.prog.prog_type in PACKET_TYPES:          # packet programs: the packet-run loop
+                lower_pkt.emit_run_pkts(self, inline=sizes[0] <= INLINE_LIMIT)
             lower_entry.emit_tail_entry(self, self.helper_table)
         self.largest_function = max(sizes.values())
         self.huge = self.largest_function > target.HUGE_FUNCTION or self.longest_block > target.HUGE_BLOCK
