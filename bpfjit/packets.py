@@ -152,6 +152,7 @@ class PacketRun:
         desc[:, D_LIMIT] = base + limits.astype(np.uint64)
         desc[:, D_INDEX] = np.arange(n, dtype=np.uint64)
         desc[:, D_LEN] = lengths.astype(np.uint64)
+        self.nh = net_header_off(ptype)
         if ptype.packet == "skb":
             self._skb_columns()
         self.stores = stores(ptype)
@@ -163,7 +164,6 @@ class PacketRun:
         forms, insns = prepared.program.forms, prepared.program.insns
         self.reset = any(f is not None and (f.op in ("st", "stx") or f.op.startswith("lock_")) and
                          insns[pc].dst != 10 for pc, f in enumerate(forms))
-        self.nh = net_header_off(ptype)
         self.redirects: dict[int, tuple] = {}
         self.region = None          # the interpreter's packet Region
         self.table = None           # the JIT's region table (row 2 = the packet)
