@@ -129,6 +129,28 @@ def analyse(program: Program) -> list:
     return before
 
 
+def fields_read(program: Program, ptype) -> set:
+    """Names of the context fields `program` may read: loads through the context pointer name their field;
+    a load through a register the analysis cannot name (not the stack) may read any field it overlaps."""
+    before = analyse(program)
+    out = set()
+    for pc, f in enumerate(program.forms):
+        st = before[pc]
+        if f is None or st is None or f.op not in ("ldx", "ldxs"):
+            continue
+        ins = program.insns[pc]
+        if ins.src == 10:
+            continue
+        lo, hi = ins.off, ins.off + f.width // 8
+        if st.regs[ins.src] == CTX:
+            fld = ptype.field_at(lo)
+            if fld is not None:
+                out.add(fld.name)
+        else:
+            out |= {fld.name for fld in ptype.fields if fld.off < hi and lo < fld.off + fld.size}
+    return out
+
+
 def _check_access(ptype, pc, f, ins, off, size, write) -> None:
     fld = ptype.field_at(off) if off >= 0 else None
     what = f"{ptype.ctx} ({ptype.name} program)"

@@ -311,13 +311,14 @@ class Interpreter(Engine):
         top = env.stack().end
         for i in range(prun.n):
             prun.load(i)
-            data, end, meta, _, _ = prun.bounds(i)
+            data, end, meta, _, _ = prun.bounds()
             pkt_r.rebind(prun.buffer(meta, end))
             try:
                 out[i] = self._exec(aspace, ctx_r.start, uapi, top, hctx, data, end - data)
             except RuntimeFault as e:
                 e.record = i
                 raise
+            prun.finish(i)
         return out
 
     def bench(self, mem, n: int) -> int:

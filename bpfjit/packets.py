@@ -6,14 +6,16 @@ bytes-like frames, or a 2-D uint8 array (one packet per row). `PacketRun` lays t
 in place in the caller's buffer when no packet may move or grow (numpy arrays and bytearrays are used in
 place: stores into packets are visible there), else copied into one arena with XDP_PACKET_HEADROOM bytes
 before and a tailroom after each packet so that xdp_adjust_head/meta/tail and skb_change_tail can move the
-packet bounds. Each packet has one row of `desc` (uint64): its bounds (data, data_end, data_meta, head,
-end), its index and the context values that depend on the packet (len, protocol, pkt_type). Before each run
-an engine copies the row into the internal context (`STORES`: hidden u64 fields and UAPI fields) and points
-the packet region at [data_meta, data_end): every packet access is checked against that region in checked
-mode (reads past data_end fault), LD_ABS/LD_IND read [data, data_end).
-Helpers that move the bounds call `PacketRun.set_bounds`, which updates the descriptor row (the result),
-the context and the engine's packet region. After the run `PacketRun.result()` is the packets as the
-program left them (a pcap.Packets over the same memory), `redirects` records where packets were sent.
+packet bounds. Before each packet's run an engine fills the internal context (`stores`: the hidden u64
+fields data, data_end, data_meta, index, head, end; the UAPI copies; len, and protocol / pkt_type when the
+program may read them, `header_values`) and points the packet region at [data_meta, data_end): every packet
+access is checked against that region in checked mode (reads past data_end fault); LD_ABS/LD_IND read
+[data, data_end). The JIT's native loop (jit/lower_pkt.py) computes the same values from the argument block
+`args` (ARGS: buffer base, head/tailroom, the offsets and lengths arrays ...); the interpreter calls `load`.
+While a packet runs, the context's hidden fields are its current bounds: helpers that move them call
+`set_bounds` (context and packet region), and programs that may move them keep each packet's final bounds
+in `bounds_out`. After the run `result()` is the packets as the program left them (a pcap.Packets over the
+same memory), `redirects` records where redirect helpers sent packets.
 Nothing here executes instructions.
 """
 from __future__ import annotations
@@ -24,16 +26,16 @@ from .errors import ConfigError
 from .memory import PERM_R, PERM_RW
 from .progtypes import (NET_HEADER_OFF, SKB_TAILROOM, XDP_PACKET_HEADROOM, XDP_TAILROOM)
 
-# descriptor columns (uint64 each)
-D_DATA, D_END, D_META, D_HEAD, D_LIMIT, D_INDEX, D_LEN, D_PROTO, D_PKTTYPE = range(9)
-NCOLS = 9
+# the per-packet values a run copies into the internal context (see `stores`)
+VALUES = ("data", "data_end", "data_meta", "index", "head", "end", "len", "protocol", "pkt_type")
+# the argument block of the JIT's bpf_run_pkts (uint64 each)
+ARGS = ("base", "headroom", "tailroom", "offsets", "lengths", "bounds", "template", "out")
+A = {name: i for i, name in enumerate(ARGS)}
 IFINDEX = 1                 # ifindex / ingress_ifindex of every packet (one interface)
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST = 0, 1, 2
 ROOM_HELPERS = ("xdp_adjust_head", "xdp_adjust_meta", "xdp_adjust_tail", "skb_change_tail")
-NET_HEADER = {"cgroup_skb": 0}      # where the network header starts in a packet (others: Ethernet frames)
-
-
 ROOM_HELPER_IDS = frozenset({38, 44, 54, 65})     # their ids (the helper registry's)
+NET_HEADER = {"cgroup_skb": 0}      # where the network header starts in a packet (others: Ethernet frames)
 
 
 def moves_bounds(program) -> bool:
@@ -44,24 +46,42 @@ def moves_bounds(program) -> bool:
     return False
 
 
+def needs_headers(program, ptype) -> bool:
+    """Does the program (possibly) read skb->protocol or skb->pkt_type (computed from the packet's bytes
+    before each run only then)?"""
+    from .ctxrewrite import fields_read
+    return ptype.packet == "skb" and bool(fields_read(program, ptype) & {"protocol", "pkt_type"})
+
+
 def net_header_off(ptype) -> int:
     return NET_HEADER.get(ptype.name, NET_HEADER_OFF)
 
 
-def stores(ptype) -> tuple:
-    """(descriptor column, context offset, size) of what each run copies into the internal context."""
-    hid = dict(ptype.hidden)
-    out = [(D_DATA, hid["data"], 8), (D_END, hid["data_end"], 8), (D_META, hid["data_meta"], 8),
-           (D_INDEX, hid["index"], 8), (D_HEAD, hid["head"], 8), (D_LIMIT, hid["end"], 8)]
-    col = {"pkt": D_DATA, "pkt_end": D_END, "pkt_meta": D_META}
-    for f in ptype.fields:               # the 32-bit UAPI copies (low 32 bits: see ctxrewrite.py)
-        if f.kind in col:
-            out.append((col[f.kind], f.off, 4))
+def stores(ptype, headers: bool = True) -> tuple:
+    """(value name, context offset, size) of what each run copies into the internal context: the hidden u64
+    fields, the low 32 bits of the packet pointers in the UAPI fields (see ctxrewrite.py), and for skb
+    programs len / wire_len and (headers) protocol / pkt_type."""
+    out = [(name, off, 8) for name, off in ptype.hidden]
+    for f in ptype.fields:
+        if f.kind in ("pkt", "pkt_end", "pkt_meta"):
+            out.append(({"pkt": "data", "pkt_end": "data_end", "pkt_meta": "data_meta"}[f.kind], f.off, 4))
     if ptype.packet == "skb":
         names = {f.name: f.off for f in ptype.fields}
-        out += [(D_LEN, names["len"], 4), (D_LEN, names["wire_len"], 4), (D_PROTO, names["protocol"], 4),
-                (D_PKTTYPE, names["pkt_type"], 4)]
+        out += [("len", names["len"], 4), ("len", names["wire_len"], 4)]
+        if headers:
+            out += [("protocol", names["protocol"], 4), ("pkt_type", names["pkt_type"], 4)]
     return tuple(out)
+
+
+def header_values(pkt: bytes, nh: int) -> tuple[int, int]:
+    """(skb->protocol as the context holds it (__be16 in memory order), skb->pkt_type) of one packet."""
+    if nh == 0:                                  # an IP packet: protocol from the version nibble
+        ver = pkt[0] >> 4 if pkt else 0
+        return {4: 0x0008, 6: 0xDD86}.get(ver, 0), PACKET_HOST
+    proto = pkt[12] | pkt[13] << 8 if len(pkt) >= 14 else 0
+    if len(pkt) < 6 or not pkt[0] & 1:
+        return proto, PACKET_HOST
+    return proto, PACKET_BROADCAST if pkt[:6] == b"\xff" * 6 else PACKET_MULTICAST
 
 
 def uapi_size(ptype) -> int:
@@ -107,12 +127,8 @@ def as_input(packets) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
                       f"of bytes-like packets or a 2-D uint8 array; got {type(packets).__name__}", "packets")
 
 
-def _gather(data: np.ndarray, pos: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    return np.where(ok, data[np.where(ok, pos, 0)] if data.size else 0, 0).astype(np.uint64)
-
-
 class PacketRun:
-    """One run_packets call: packets laid out for the program type, descriptors, the internal context."""
+    """One run_packets call: packets laid out for the program type, the internal context, the results."""
 
     def __init__(self, prepared, packets, readonly: bool = False):
         ptype = self.ptype = prepared.ptype
@@ -120,12 +136,9 @@ class PacketRun:
         self.n = n = len(offsets)
         self.room = moves_bounds(prepared.program)
         xdp = ptype.packet == "xdp"
-        head = XDP_PACKET_HEADROOM if xdp else 0
+        head = XDP_PACKET_HEADROOM if xdp and self.room else 0
         tail = (XDP_TAILROOM if xdp else SKB_TAILROOM) if self.room else 0
-        if xdp and not self.room:
-            head = 0
-        may_write = ptype.pkt_write and not readonly
-        if head or tail or (may_write and not writable):
+        if head or tail or (ptype.pkt_write and not readonly and not writable):
             sizes = head + lengths + tail
             starts = np.zeros(n, dtype=np.int64)
             if n > 1:
@@ -134,29 +147,16 @@ class PacketRun:
             for i in range(n):
                 o, ln, s = int(offsets[i]), int(lengths[i]), int(starts[i]) + head
                 arena[s:s + ln] = data[o:o + ln]
-            self.data, self.offsets = arena, starts + head
-            limits = starts + sizes
-        else:
-            self.data, self.offsets = data, offsets
-            limits = offsets + lengths
-            head = 0
-        self.lengths = lengths
-        self.base = base = self.data.__array_interface__["data"][0] if self.data.size else 0
+            data, offsets = arena, starts + head
+        self.data, self.offsets, self.lengths = data, offsets, lengths
+        self.headroom, self.tailroom = head, tail
+        self.base = base = data.__array_interface__["data"][0] if data.size else 0
         self.pkt_perms = PERM_RW if ptype.pkt_write and not readonly else PERM_R
-        desc = self.desc = np.zeros((n, NCOLS), dtype=np.uint64)
-        start = base + self.offsets.astype(np.uint64)
-        desc[:, D_DATA] = start
-        desc[:, D_META] = start
-        desc[:, D_END] = start + lengths.astype(np.uint64)
-        desc[:, D_HEAD] = start - np.uint64(head)
-        desc[:, D_LIMIT] = base + limits.astype(np.uint64)
-        desc[:, D_INDEX] = np.arange(n, dtype=np.uint64)
-        desc[:, D_LEN] = lengths.astype(np.uint64)
         self.nh = net_header_off(ptype)
-        if ptype.packet == "skb":
-            self._skb_columns()
-        self.stores = stores(ptype)
+        self.headers = needs_headers(prepared.program, ptype)
+        self.stores = stores(ptype, self.headers)
         self.uapi = uapi_size(ptype)
+        self.hidden = dict(ptype.hidden)
         self.template = template(ptype)
         self.kctx = np.zeros(ptype.kctx_size, dtype=np.uint8)
         self.kctx[:self.uapi] = self.template
@@ -164,70 +164,89 @@ class PacketRun:
         forms, insns = prepared.program.forms, prepared.program.insns
         self.reset = any(f is not None and (f.op in ("st", "stx") or f.op.startswith("lock_")) and
                          insns[pc].dst != 10 for pc, f in enumerate(forms))
+        self.bounds_out = np.zeros((n, 3), dtype=np.uint64) if self.room else None     # data, data_end, meta
         self.redirects: dict[int, tuple] = {}
-        self.region = None          # the interpreter's packet Region
-        self.table = None           # the JIT's region table (row 2 = the packet)
-        self.state = None           # the JIT's state block (MEM_START / MEM_LEN)
+        self.region = None          # the engine's packet Region (Python's view)
+        self.table = None           # the JIT's region table when the packet is its row 2
+        args = self.args = np.zeros(len(ARGS), dtype=np.uint64)
+        addr = (lambda a: a.__array_interface__["data"][0] if a is not None and a.size else 0)
+        self.offsets = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        self.lengths = np.ascontiguousarray(self.lengths, dtype=np.int64)
+        for name, v in (("base", base), ("headroom", head), ("tailroom", tail), ("offsets", addr(self.offsets)),
+                        ("lengths", addr(self.lengths)), ("bounds", addr(self.bounds_out)),
+                        ("template", addr(self.template) if self.reset else 0)):
+            args[A[name]] = v
 
-    def _skb_columns(self) -> None:
-        data, off, ln, desc = self.data, self.offsets, self.lengths, self.desc
-        if self.nh == 0:                       # cgroup_skb: an IP packet; protocol from the version nibble
-            ver = _gather(data, off, ln >= 1) >> np.uint64(4)
-            desc[:, D_PROTO] = np.where(ver == 4, 0x0008, np.where(ver == 6, 0xDD86, 0)).astype(np.uint64)
-            return
-        eth = ln >= 14
-        desc[:, D_PROTO] = _gather(data, off + 12, eth) | (_gather(data, off + 13, eth) << np.uint64(8))
-        mac = ln >= 6
-        first = _gather(data, off, mac)
-        bcast = mac.copy()
-        for k in range(6):
-            bcast &= _gather(data, off + k, mac) == 0xFF
-        desc[:, D_PKTTYPE] = np.where(bcast, PACKET_BROADCAST,
-                                      np.where(first & np.uint64(1), PACKET_MULTICAST, PACKET_HOST)).astype(np.uint64)
+    # ---- one packet (the interpreter's side of what bpf_run_pkts does natively) ----
+    def values(self, i: int) -> dict:
+        """The context values of packet i before its run."""
+        data = self.base + int(self.offsets[i])
+        ln = int(self.lengths[i])
+        v = {"data": data, "data_end": data + ln, "data_meta": data, "index": i, "head": data - self.headroom,
+             "end": data + ln + self.tailroom, "len": ln, "protocol": 0, "pkt_type": 0}
+        if self.headers:
+            v["protocol"], v["pkt_type"] = header_values(self.buffer(data, data + min(ln, 14)).tobytes(), self.nh)
+        return v
 
-    # ---- one packet ----
     def load(self, i: int) -> None:
-        """Fill the internal context for packet i (what the JIT's native loop does, for the interpreter)."""
-        k, row = self.kctx, self.desc[i]
+        """Fill the internal context for packet i."""
+        k = self.kctx
         if self.reset:
             k[:self.uapi] = self.template
-        for col, off, size in self.stores:
-            k[off:off + size] = np.frombuffer(int(row[col] & ((1 << 8 * size) - 1)).to_bytes(size, "little"),
-                                              np.uint8)
+        v = self.values(i)
+        for name, off, size in self.stores:
+            k[off:off + size] = np.frombuffer((v[name] & ((1 << 8 * size) - 1)).to_bytes(size, "little"), np.uint8)
 
-    def bounds(self, i: int) -> tuple[int, int, int, int, int]:
-        """(data, data_end, data_meta, head, end) of packet i now."""
-        r = self.desc[i]
-        return int(r[D_DATA]), int(r[D_END]), int(r[D_META]), int(r[D_HEAD]), int(r[D_LIMIT])
+    def finish(self, i: int) -> None:
+        """After packet i's run: keep its final bounds (programs that may move them)."""
+        if self.bounds_out is not None:
+            data, end, meta, _, _ = self.bounds()
+            self.bounds_out[i] = (data, end, meta)
+
+    def _hidden(self, name: str) -> int:
+        off = self.hidden[name]
+        return int.from_bytes(self.kctx[off:off + 8].tobytes(), "little")
+
+    def index(self) -> int:
+        """Index of the packet being run."""
+        return self._hidden("index")
+
+    def bounds(self, i: int | None = None) -> tuple[int, int, int, int, int]:
+        """(data, data_end, data_meta, head, end) of the packet being run, as helpers may have moved them."""
+        return tuple(self._hidden(n) for n in ("data", "data_end", "data_meta", "head", "end"))
 
     def buffer(self, lo: int, hi: int) -> np.ndarray:
         """The packet memory [lo, hi) (absolute addresses inside the run's packet buffer)."""
         return self.data[lo - self.base:hi - self.base]
 
     def set_bounds(self, i: int, data: int, data_end: int, meta: int) -> None:
-        """Move packet i's bounds (adjust_head/meta/tail, change_tail): descriptor, context, packet region."""
-        r = self.desc[i]
-        r[D_DATA], r[D_END], r[D_META], r[D_LEN] = data, data_end, meta, data_end - data
-        for col, off, size in self.stores:
-            if col in (D_DATA, D_END, D_META, D_LEN):
-                self.kctx[off:off + size] = np.frombuffer(
-                    int(r[col] & ((1 << 8 * size) - 1)).to_bytes(size, "little"), np.uint8)
+        """Move the running packet's bounds (adjust_head/meta/tail, change_tail): context, packet region."""
+        v = {"data": data, "data_end": data_end, "data_meta": meta, "len": data_end - data}
+        k = self.kctx
+        for name, off, size in self.stores:
+            if name in v and not (name == "len" and off != self.stores_len_off()):
+                k[off:off + size] = np.frombuffer((v[name] & ((1 << 8 * size) - 1)).to_bytes(size, "little"),
+                                                  np.uint8)
         if self.region is not None:
             self.region.rebind(self.buffer(meta, data_end))
         if self.table is not None:
             self.table[6], self.table[7] = meta, data_end
-        if self.state is not None:
-            from .jit import state as S
-            self.state[S.MEM_START], self.state[S.MEM_LEN] = data, data_end - data
+
+    def stores_len_off(self) -> int:
+        """Offset of skb->len (wire_len keeps the length the packet arrived with)."""
+        return next((off for name, off, _ in self.stores if name == "len"), -1)
 
     # ---- after the run ----
     def result(self):
         """The packets as the program left them (pcap.Packets over the run's buffer: no copy)."""
         from .pcap import Packets
-        d = self.desc
-        return Packets(self.data, (d[:, D_DATA] - np.uint64(self.base)).astype(np.int64) if self.n else [],
-                       (d[:, D_END] - d[:, D_DATA]).astype(np.int64) if self.n else [])
+        if self.bounds_out is None:
+            return Packets(self.data, self.offsets, self.lengths)
+        b = self.bounds_out.astype(np.int64)
+        return Packets(self.data, b[:, 0] - self.base, b[:, 1] - b[:, 0])
 
     def meta_lengths(self) -> np.ndarray:
         """Bytes of XDP metadata before each packet (xdp_adjust_meta)."""
-        return (self.desc[:, D_DATA] - self.desc[:, D_META]).astype(np.int64)
+        if self.bounds_out is None:
+            return np.zeros(self.n, dtype=np.int64)
+        return (self.bounds_out[:, 0] - self.bounds_out[:, 2]).astype(np.int64)

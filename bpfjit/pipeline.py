@@ -23,6 +23,7 @@ logger = get_logger(__name__)
 
 M64 = (1 << 64) - 1
 CALL_OPS = ("call", "call_btf", "callx")
+PACKET_RUN_ABI = 2      # version of the packet-run entry point (jit/lower_pkt.py) in compiled packet programs
 
 
 @dataclass(eq=False)
@@ -57,7 +58,8 @@ class Prepared:
     def code_key(self) -> tuple:
         """Everything compiled code depends on apart from the engine's own options: the full decoded program,
         the program type, the helper plan and the resolved lddw values (map addresses)."""
-        return (tuple(self.program.insns), self.ptype.name, self.safety,
+        ptype = self.ptype.name if self.ptype.packet is None else (self.ptype.name, PACKET_RUN_ABI)
+        return (tuple(self.program.insns), ptype, self.safety,
                 tuple(sorted((k, h.id, h.name, h.native or "") for k, h in self.calls.items())),
                 tuple(sorted(self.lddw.items())))
 

@@ -96,11 +96,9 @@ def _run(ctx):
 def _current(ctx, skb: int | None = None):
     """(PacketRun, index of the packet being run); skb, when given, must be the context pointer."""
     prun = _run(ctx)
-    k = prun.kctx
-    if skb is not None and skb != k.__array_interface__["data"][0]:
+    if skb is not None and skb != prun.kctx.__array_interface__["data"][0]:
         raise RuntimeFault("helper", -1, f"helper argument {skb:#x} is not the program's context")
-    off = prun.ptype.hidden_off("index")
-    return prun, int.from_bytes(k[off:off + 8].tobytes(), "little")
+    return prun, prun.index()
 
 
 def _read(ctx, addr: int, size: int) -> bytes:

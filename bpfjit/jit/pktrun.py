@@ -14,12 +14,12 @@ import numpy as np
 
 from ..errors import RuntimeFault
 from ..memory import PERM_R, AddressSpace, Region
+from ..packets import A
 from . import state as S
 from .engine import _TLS, addr_of
 from .lower_pkt import packet_row
 
-RUN_PKTS_T = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
-                              ctypes.c_void_p, ctypes.c_uint64)
+RUN_PKTS_T = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
 
 
 class _PacketView:
@@ -29,7 +29,7 @@ class _PacketView:
         self.prun = prun
 
     def __getitem__(self, i):
-        data, end, meta, _, _ = self.prun.bounds(int(i))
+        data, end, meta, _, _ = self.prun.bounds()
         return self.prun.buffer(meta, end) if end > meta else np.zeros(1, np.uint8)[:0]
 
 
@@ -61,9 +61,9 @@ def run_packets(engine, prun) -> np.ndarray:
     hctx.pkt = prun
     _TLS.ctx = hctx
     _TLS.batch = (_PacketView(prun), pkt_r) if engine._reaches_python else None
-    tmpl = addr_of(prun.template) if prun.reset else 0
+    prun.args[A["out"]] = addr_of(out)
     try:
-        done = entry(_TLS.state_addr, addr_of(prun.desc), n, stack.end, addr_of(out), tmpl)
+        done = entry(_TLS.state_addr, addr_of(prun.args), n, stack.end)
     finally:
         _TLS.batch = None
         prun.table = None
