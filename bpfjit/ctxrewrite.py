@@ -154,17 +154,20 @@ def fields_read(program: Program, ptype) -> set:
 def _check_access(ptype, pc, f, ins, off, size, write) -> None:
     fld = ptype.field_at(off) if off >= 0 else None
     what = f"{ptype.ctx} ({ptype.name} program)"
-    if fld is None or off + size > fld.off + fld.size:
+    if fld is None:
         raise LoadError(f"invalid access to {what} at offset {off}, {size} bytes: no field there", pc, "off")
+    if fld.kind != "scalar" and (size != 4 or off != fld.off):
+        raise LoadError(f"{what} field {fld.name} is a packet pointer: only a 4-byte load of it is allowed",
+                        pc, "off")
     if off % size:
         raise LoadError(f"misaligned access to {what} field {fld.name} at offset {off}, {size} bytes", pc, "off")
+    if off + size > fld.off + fld.size:
+        raise LoadError(f"invalid access to {what} at offset {off}, {size} bytes: crosses the end of field "
+                        f"{fld.name}", pc, "off")
     if write and not fld.write:
         raise LoadError(f"{what} field {fld.name} is read-only", pc, "off")
     if not write and not fld.read:
         raise LoadError(f"{what} field {fld.name} is not readable", pc, "off")
-    if fld.kind != "scalar" and (size != 4 or off != fld.off):
-        raise LoadError(f"{what} field {fld.name} is a packet pointer: only a 4-byte load of it is allowed",
-                        pc, "off")
 
 
 def rewrite(program: Program, ptype) -> CtxPass:
