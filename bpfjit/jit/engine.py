@@ -303,7 +303,7 @@ class JITEngine(Engine):
     def run_packets(self, prun) -> np.ndarray:
         """One run per packet of a packets.PacketRun in one native call (jit/pktrun.py)."""
         from .pktrun import run_packets
-        return run_packets(self, prun)
+        return run_packets(self, prun, _TLS)
 
     # ---- inspection ----
     def ir(self, optimized: bool = True) -> str:

@@ -16,7 +16,6 @@ from ..errors import RuntimeFault
 from ..memory import PERM_R, AddressSpace, Region
 from ..packets import A
 from . import state as S
-from .engine import _TLS, addr_of
 from .lower_pkt import packet_row
 
 RUN_PKTS_T = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
@@ -33,7 +32,13 @@ class _PacketView:
         return self.prun.buffer(meta, end) if end > meta else np.zeros(1, np.uint8)[:0]
 
 
-def run_packets(engine, prun) -> np.ndarray:
+def addr_of(arr: np.ndarray) -> int:
+    return arr.__array_interface__["data"][0]
+
+
+def run_packets(engine, prun, tls) -> np.ndarray:
+    """tls: the JIT engine's thread-local run state (state block, helper context, batch view)."""
+    _TLS = tls
     env = engine.env
     n = prun.n
     out = np.zeros(n, dtype=np.uint64)
