@@ -265,3 +265,14 @@ drop:
     out = vm.run_packets(pcap.read(path))
     assert list(out) == [0xFFFF, 0, 0]
     assert list(np.minimum(out, pcap.read(path).lengths)) == [len(frames[0]), 0, 0]      # bytes kept
+
+
+def test_test_run_of_packet_programs(engine):
+    src = "mov r6, r1\nmov r2, -4\ncall xdp_adjust_head\nldxw r2, [r6+0]\nldxw r3, [r6+4]\nmov r0, r3\nsub r0, r2\nexit"
+    vm = vm_of(src, "xdp", engine)
+    res = vm.test_run(data_in=bytes(range(20)), repeat=3)
+    assert res.retval == 24 and res.data_out == bytes(4) + bytes(range(20)) and res.ctx_out is None
+    assert res.repeat == 3 and res.duration >= 0
+    with pytest.raises(ConfigError, match="ctx_in"):
+        vm.test_run(data_in=b"", ctx_in=bytes(24))
+    assert vm_of("mov r0, 7\nexit", "socket_filter", engine).test_run().retval == 7
