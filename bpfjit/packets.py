@@ -134,7 +134,14 @@ class PacketRun:
         ptype = self.ptype = prepared.ptype
         data, offsets, lengths, writable = as_input(packets)
         self.n = n = len(offsets)
-        self.room = moves_bounds(prepared.program)
+        facts = getattr(prepared, "_packet_facts", None)
+        if facts is None:                       # per program, not per call
+            forms, insns = prepared.program.forms, prepared.program.insns
+            facts = prepared._packet_facts = (
+                moves_bounds(prepared.program), needs_headers(prepared.program, ptype),
+                any(f is not None and (f.op in ("st", "stx") or f.op.startswith("lock_")) and insns[pc].dst != 10
+                    for pc, f in enumerate(forms)))
+        self.room, self.headers, self.reset = facts
         xdp = ptype.packet == "xdp"
         head = XDP_PACKET_HEADROOM if xdp and self.room else 0
         tail = (XDP_TAILROOM if xdp else SKB_TAILROOM) if self.room else 0
@@ -153,7 +160,6 @@ class PacketRun:
         self.base = base = data.__array_interface__["data"][0] if data.size else 0
         self.pkt_perms = PERM_RW if ptype.pkt_write and not readonly else PERM_R
         self.nh = net_header_off(ptype)
-        self.headers = needs_headers(prepared.program, ptype)
         self.stores = stores(ptype, self.headers)
         self.uapi = uapi_size(ptype)
         self.hidden = dict(ptype.hidden)
@@ -161,9 +167,6 @@ class PacketRun:
         self.kctx = np.zeros(ptype.kctx_size, dtype=np.uint8)
         self.kctx[:self.uapi] = self.template
         self.ctx_perms = PERM_RW if any(f.write for f in ptype.fields) else PERM_R
-        forms, insns = prepared.program.forms, prepared.program.insns
-        self.reset = any(f is not None and (f.op in ("st", "stx") or f.op.startswith("lock_")) and
-                         insns[pc].dst != 10 for pc, f in enumerate(forms))
         self.bounds_out = np.zeros((n, 3), dtype=np.uint64) if self.room else None     # data, data_end, meta
         self.redirects: dict[int, tuple] = {}
         self.region = None          # the engine's packet Region (Python's view)

@@ -276,3 +276,18 @@ def test_test_run_of_packet_programs(engine):
     with pytest.raises(ConfigError, match="ctx_in"):
         vm.test_run(data_in=b"", ctx_in=bytes(24))
     assert vm_of("mov r0, 7\nexit", "socket_filter", engine).test_run().retval == 7
+
+
+# ---------------------------------------------------------------- tcpdump filters over a pcap of mixed traffic
+def test_tcpdump_filters_over_a_capture(engine):
+    """Every fixture tcpdump filter over mixed.pcap in one run_packets call each, against an independent
+    Python decoding of the packets."""
+    from bpfjit import cbpf, pcap
+
+    from . import pktdecode
+    mixed = pcap.read(pktdecode.DATA / "mixed.pcap")
+    frames = list(mixed)
+    for name in sorted(pktdecode.filters()):
+        vm = VM(cbpf.from_tcpdump(pktdecode.ddd(name)), engine)
+        got = vm.run_packets(mixed)
+        assert [bool(v) for v in got] == [pktdecode.matches(name, f) for f in frames], name
