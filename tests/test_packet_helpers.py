@@ -397,3 +397,13 @@ def test_helpers_need_the_context(engine):
         vm_of("mov r1, r10\ncall get_socket_cookie\nexit", "socket_filter", engine).run(b"\0" * 20)
     assert e.value.kind == "helper" and e.value.pc == 1
     assert np.array_equal(vm_of("mov r0, 1\nexit", "xdp", engine).run_packets([]), np.zeros(0, np.uint64))
+
+
+def test_csum_diff_unreadable_source_faults(engine):
+    from bpfjit.errors import RuntimeFault
+    vm = vm_of("mov r1, 16\nmov r2, 4\nmov r3, 0\nmov r4, 0\nmov r5, 0\ncall csum_diff\nexit", "xdp", engine)
+    with pytest.raises(RuntimeFault) as e:
+        vm.run(b"\0" * 20)
+    assert (e.value.kind, e.value.pc, e.value.addr, e.value.size) == ("load", 5, 16, 4)
+    if engine == "jit":          # the native twin, not a callback into Python
+        assert vm.engine._plan.entries[("call", 28)][0] == "native"

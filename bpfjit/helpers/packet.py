@@ -6,8 +6,9 @@ redirect_map 51, xdp_adjust_meta 54, xdp_adjust_tail 65, jiffies64 118, ktime_ge
 
 They run inside a packet run (packets.PacketRun, `ctx.pkt` of the helper context): the packet being run is
 the one whose index the internal context holds; helpers that move its bounds call PacketRun.set_bounds.
-Both engines call these Python implementations (the JIT through its ctypes callbacks), so the results are
-identical by construction. Checksums follow the kernel (RFC 1624 incremental updates, the generic
+Both engines call these Python implementations (the JIT through its ctypes callbacks), except where a
+native twin exists (csum_diff, jiffies64, ktime_get_boot_ns: IR emitters below, registered in the JIT's
+NATIVE table), which computes exactly what the Python one does. Checksums follow the kernel (RFC 1624 incremental updates, the generic
 csum_partial / csum_fold / csum_replace of lib/checksum.c); values are 16-bit words in memory order, as the
 program loads them. The model has no skb->csum (ip_summed is CHECKSUM_NONE): l4_csum_replace updates the
 checksum field only, as the kernel does for such packets. Which program type may call which helper is in
@@ -17,8 +18,13 @@ from __future__ import annotations
 
 import time
 
+from llvmlite import ir
+
 from ..errors import RuntimeFault
+from ..jit.irlib import I32, I64, c64
+from ..jit.native_helpers import NATIVE
 from ..memory import PERM_R, PERM_W
+from .irhelper import IRHelper
 from .registry import Helper
 
 M32, M64 = (1 << 32) - 1, (1 << 64) - 1
@@ -343,6 +349,79 @@ def ktime_get_boot_ns(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
 
+# ---------------------------------------------------------------- native twins (the JIT)
+CLOCK_BOOTTIME = 7
+
+
+def _boot_ns(h: IRHelper):
+    b = h.b
+    ts_t = ir.LiteralStructType([I64, I64])
+    ts = b.alloca(ts_t)
+    b.call(h.libc("clock_gettime", ir.FunctionType(I32, [I32, ts_t.as_pointer()])),
+           [ir.Constant(I32, CLOCK_BOOTTIME), ts])
+    sec, nsec = (b.load(b.gep(ts, [ir.Constant(I32, 0), ir.Constant(I32, k)])) for k in (0, 1))
+    return b.add(b.mul(sec, c64(1_000_000_000)), nsec)
+
+
+def _emit_boot_ns(module, fn, checked):
+    h = IRHelper(module, fn)
+    h.b.ret(_boot_ns(h))
+
+
+def _emit_jiffies(module, fn, checked):
+    h = IRHelper(module, fn)
+    h.b.ret(h.b.udiv(h.b.mul(_boot_ns(h), c64(HZ)), c64(1_000_000_000)))
+
+
+def _emit_csum_diff(module, fn, checked):
+    """csum_diff: the sum of the 16-bit words of ~from and to, folded, plus seed (32-bit end-around)."""
+    h = IRHelper(module, fn)
+    b = h.b
+    frm, to, seed = fn.args[1], fn.args[3], b.and_(fn.args[5], c64(M32))
+    fs, ts = b.and_(fn.args[2], c64(M32)), b.and_(fn.args[4], c64(M32))
+    acc = h.var("acc")
+    bad = b.or_(b.icmp_unsigned("!=", b.and_(b.or_(fs, ts), c64(3)), c64(0)),
+                b.icmp_unsigned(">", b.add(fs, ts), c64(CSUM_DIFF_MAX)))
+    einval, ok = fn.append_basic_block("einval"), fn.append_basic_block("sizes_ok")
+    b.cbranch(bad, einval, ok)
+    b.position_at_end(einval)
+    b.ret(c64(_neg(EINVAL)))
+    b.position_at_end(ok)
+    for k, (addr, size, invert) in enumerate(((frm, fs, True), (to, ts, False))):
+        if checked:        # as _read: an unreadable source faults "load" (nothing to read when size is 0)
+            good, fault = fn.append_basic_block(f"src{k}_ok"), fn.append_basic_block(f"src{k}_bad")
+            readable = b.or_(b.icmp_unsigned("==", size, c64(0)), h.check(addr, size, PERM_R))
+            b.cbranch(readable, good, fault)
+            b.position_at_end(fault)
+            h.fault("load", addr, size)
+            b.position_at_end(good)
+        head, body, done = (fn.append_basic_block(f"words{k}_{n}") for n in ("head", "body", "done"))
+        start = b.block
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(c64(0), start)
+        b.cbranch(b.icmp_unsigned("<", i, size), body, done)
+        b.position_at_end(body)
+        w = b.zext(b.load(b.inttoptr(b.add(addr, i), I32.as_pointer()), align=1), I64)
+        if invert:
+            w = b.xor(w, c64(M32))
+        b.store(b.add(b.load(acc), b.add(b.and_(w, c64(0xFFFF)), b.lshr(w, c64(16)))), acc)
+        i.add_incoming(b.add(i, c64(4)), body)
+        b.branch(head)
+        b.position_at_end(done)
+    s = b.load(acc)
+    for _ in range(2):
+        s = b.add(b.and_(s, c64(0xFFFF)), b.lshr(s, c64(16)))
+    total = b.add(s, seed)
+    b.ret(b.and_(b.add(total, b.lshr(total, c64(32))), c64(M32)))
+
+
+NATIVE.add("csum_diff", _emit_csum_diff, may_fault=True)
+NATIVE.add("jiffies64", _emit_jiffies)
+NATIVE.add("ktime_get_boot_ns", _emit_boot_ns)
+NATIVE_NAMES = {"csum_diff", "jiffies64", "ktime_get_boot_ns"}
+
 _CTX = "ptr_to_ctx"
 _TABLE = (
     (9, "skb_store_bytes", skb_store_bytes, (_CTX, "anything", "ptr_to_mem", "const_size", "anything")),
@@ -363,4 +442,5 @@ _TABLE = (
     (118, "jiffies64", jiffies64, ()),
     (125, "ktime_get_boot_ns", ktime_get_boot_ns, ()),
 )
-PACKET_HELPERS = [Helper(i, name, py, args) for i, name, py, args in _TABLE]
+PACKET_HELPERS = [Helper(i, name, py, args, native=name if name in NATIVE_NAMES else None)
+                  for i, name, py, args in _TABLE]
