@@ -35,13 +35,16 @@ IFINDEX = 1                 # ifindex / ingress_ifindex of every packet (one int
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST = 0, 1, 2
 ROOM_HELPERS = ("xdp_adjust_head", "xdp_adjust_meta", "xdp_adjust_tail", "skb_change_tail")
 ROOM_HELPER_IDS = frozenset({38, 44, 54, 65})     # their ids (the helper registry's)
+TAIL_CALL = 12          # a tail-call target may move the bounds: programs that tail-call count as moving them
 NET_HEADER = {"cgroup_skb": 0}      # where the network header starts in a packet (others: Ethernet frames)
 
 
 def moves_bounds(program) -> bool:
-    """May a helper call of `program` move a packet's bounds (the run then leaves head/tailroom)?"""
+    """May a helper call of `program` (or of a program it tail-calls) move a packet's bounds (the run then
+    leaves head/tailroom, and the JIT keeps the packet in a region-table row it re-reads)?"""
     for pc, f in enumerate(program.forms):
-        if f is not None and (f.op == "callx" or f.op == "call" and program.insns[pc].imm in ROOM_HELPER_IDS):
+        if f is not None and (f.op == "callx" or f.op == "call" and (program.insns[pc].imm in ROOM_HELPER_IDS or
+                                                                     program.insns[pc].imm == TAIL_CALL)):
             return True
     return False
 

@@ -23,7 +23,7 @@ logger = get_logger(__name__)
 
 M64 = (1 << 64) - 1
 CALL_OPS = ("call", "call_btf", "callx")
-PACKET_RUN_ABI = 4      # version of the packet-run entry point (jit/lower_pkt.py) in compiled packet programs
+PACKET_RUN_ABI = 5      # version of the packet-run entry point (jit/lower_pkt.py) in compiled packet programs
 
 
 @dataclass(eq=False)

@@ -407,3 +407,18 @@ def test_csum_diff_unreadable_source_faults(engine):
     assert (e.value.kind, e.value.pc, e.value.addr, e.value.size) == ("load", 5, 16, 4)
     if engine == "jit":          # the native twin, not a callback into Python
         assert vm.engine._plan.entries[("call", 28)][0] == "native"
+
+
+def test_tail_call_target_moves_the_bounds(engine):
+    """A tail-call target that calls xdp_adjust_head: the entry program's run leaves headroom and both
+    engines see the moved packet region."""
+    from bpfjit.maps import ProgArrayMap
+    rt = Runtime(CHECKED)
+    jmp = ProgArrayMap(2, name="jmp")
+    rt.add_map(jmp)
+    target = rt.assemble("mov r6, r1\nmov r2, -2\ncall xdp_adjust_head\nldxw r2, [r6+0]\nldxh r0, [r2+0]\n"
+                         "exit", prog_type="xdp")
+    jmp[0] = target
+    vm = vm_of("lddw r2, map(jmp)\nmov r3, 0\ncall tail_call\nmov r0, 99\nexit", "xdp", engine, rt)
+    assert list(vm.run_packets([b"\1\2" * 10, b"\3" * 30])) == [0, 0]
+    assert [bytes(p)[:3] for p in vm.last_packets] == [b"\0\0\1", b"\0\0\3"]
