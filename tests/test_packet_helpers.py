@@ -422,3 +422,21 @@ def test_tail_call_target_moves_the_bounds(engine):
     vm = vm_of("lddw r2, map(jmp)\nmov r3, 0\ncall tail_call\nmov r0, 99\nexit", "xdp", engine, rt)
     assert list(vm.run_packets([b"\1\2" * 10, b"\3" * 30])) == [0, 0]
     assert [bytes(p)[:3] for p in vm.last_packets] == [b"\0\0\1", b"\0\0\3"]
+
+
+@pytest.mark.parametrize("cls", ["DevMap", "CpuMap", "XskMap", "DevMapHash"])
+def test_redirect_map_targets(engine, cls):
+    from bpfjit import maps
+    rt = Runtime(CHECKED)
+    m = getattr(maps, cls)(4, 4, 8, name="tx")
+    rt.add_map(m)
+    m[3] = 7                        # slot 3 -> ifindex / cpu queue / socket 7
+    src = "lddw r1, map(tx)\nmov r2, {key}\nmov r3, 2\ncall redirect_map\nexit"
+    vm = vm_of(src.format(key=3), "xdp", engine, rt)
+    assert list(vm.run_packets([b"\0" * 20] * 2)) == [XDP_REDIRECT] * 2
+    assert vm.redirects == {0: (m.map_type, "tx", 3, 7), 1: (m.map_type, "tx", 3, 7)}
+    vm = vm_of(src.format(key=1), "xdp", engine, rt)             # empty slot: the flags' verdict (XDP_PASS)
+    assert vm.run(b"\0" * 20) == 2 and vm.redirects == {}
+    vm = vm_of(src.format(key=100), "xdp", engine, rt)
+    assert vm.run(b"\0" * 20) == 2
+    assert maps.create_map(m.map_type, 4, 4, 2).map_type == m.map_type

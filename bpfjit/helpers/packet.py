@@ -320,14 +320,22 @@ def redirect(ctx, ifindex=0, flags=0, r3=0, r4=0, r5=0) -> int:
 
 
 def redirect_map(ctx, map_addr=0, key=0, flags=0, r4=0, r5=0) -> int:
-    """51: send the packet to entry `key` of a map (recorded as ("map", map name, key)); when the entry does
-    not exist, the low two bits of flags are the verdict (XDP_ABORTED when 0)."""
+    """51: send the packet to entry `key` of a redirect map: a devmap / devmap_hash / cpumap / xskmap entry
+    holding a non-zero target (recorded as (map type, map name, key, target)), or any entry of another map
+    (recorded as ("map", name, key)). When there is none, the low two bits of flags are the verdict."""
     from ..maps import arena
     prun, i = _current(ctx)
     m = arena.map_at(map_addr)
     k = key & M32
     if m is None:
         return flags & BPF_F_ACTION_MASK
+    target = getattr(m, "target", None)
+    if target is not None:
+        t = target(k)
+        if t is None:
+            return flags & BPF_F_ACTION_MASK
+        prun.redirects[i] = (m.map_type, m.name, k, t)
+        return XDP_REDIRECT
     try:
         present = m.get(k.to_bytes(m.key_size, "little")[:m.key_size]) is not None if m.key_size else False
     except Exception:  # noqa: BLE001 - a map without a get by key: any index below max_entries
