@@ -6,6 +6,8 @@ to an entry whose u32 is non-zero and records it in the run's redirects. Nothing
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .array import ArrayMap
 from .hash import HashMap
 
@@ -19,7 +21,12 @@ class _Target:
         v = self.get(key.to_bytes(self.key_size, "little"))
         if v is None:
             return None
-        t = int.from_bytes(bytes(v)[:4], "little")
+        if isinstance(v, (int, np.integer)):           # a map with a numpy / BTF value type
+            t = int(v) & 0xFFFFFFFF
+        elif isinstance(v, (bytes, bytearray, memoryview)):
+            t = int.from_bytes(bytes(v)[:4], "little")
+        else:                                            # a numpy record / array value
+            t = int.from_bytes(np.ascontiguousarray(v).reshape(-1).view(np.uint8).tobytes()[:4], "little")
         return t or None
 
 
