@@ -202,6 +202,9 @@ def rewrite(program: Program, ptype) -> CtxPass:
             raise LoadError(f"atomic access to {ptype.ctx} ({ptype.name} program)", pc, "opcode")
         _check_access(ptype, pc, f, ins, ins.off, size, write)
         fld = pkt_offs.get(ins.off)
+        if fld is not None and op == "ldxs":
+            raise LoadError(f"{ptype.ctx} ({ptype.name} program) field {fld.name} is a packet pointer: a "
+                            "sign-extending load of it is not allowed", pc, "opcode")
         if fld is not None and op == "ldx":
             insns[pc] = isa.Insn(LDXDW, ins.dst, ins.src, ptype.hidden_off(_PKT_HIDDEN[fld.kind]), 0)
             rewritten.append(pc)

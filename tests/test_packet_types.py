@@ -92,6 +92,7 @@ def test_tc_writes_context_fields_reset_per_packet(engine):
     ("cgroup_skb", f"ldxw r2, [r1+{SKB['data_meta']}]\nmov r0, 0\nexit", "not readable"),
     ("xdp", "mov r6, r1\nstxdw [r10-8], r6\nldxdw r7, [r10-8]\nstw [r7+0], 1\nmov r0, 0\nexit", "read-only"),
     ("sched_cls", f"lock add [r1+{SKB['mark']}], r2\nmov r0, 0\nexit", "atomic"),
+    ("xdp", "ldxsw r2, [r1+0]\nmov r0, 0\nexit", "sign-extending"),
 ])
 def test_context_rules_at_load(ptype, src, what, engine):
     with pytest.raises(LoadError, match=what) as e:
