@@ -4,8 +4,9 @@
 Packets: 64..1500 bytes on the wire (random), Ethernet with IPv4 (TCP/UDP/ICMP, some with IP options or
 fragmented), IPv6 and ARP, dst port 80 on a third of the TCP ones; each packet is given as its first 64
 bytes (a snaplen-64 capture: the filter reads at most byte 41), one record per row, so `VM.run_batch` runs
-the whole batch in one native call (the variable-length `run_packets` path comes with the packet program
-types). Compared, per packet: the JIT (checked default and unchecked), the reference interpreter (on a
+the whole batch in one native call (a socket filter's run_batch is run_packets with one packet per row);
+`test_jit_run_packets_full_size` runs `VM.run_packets` over the packets at their wire lengths, back to back
+in one buffer as a pcap file holds them. Compared, per packet: the JIT (checked default and unchecked), the reference interpreter (on a
 subset), libpcap's interpreter `bpf_filter` in a native C loop (needs a C compiler and libpcap; skipped
 otherwise), and a vectorised numpy equivalent of the filter. Every engine's verdicts are checked against
 the numpy ones. BPFJIT_BENCH_PACKETS sets the number of packets (default 1,000,000).
@@ -100,6 +101,34 @@ def test_jit_run_batch(benchmark, packets, prog, mode):
     vm = VM(prog, "jit", cfg)
     out = _record(benchmark, len(rec), lambda: vm.run_batch(rec, readonly=True), engine="jit", mode=mode)
     assert (out == expected).all() and 0.1 < (expected != 0).mean() < 0.5
+
+
+@pytest.fixture(scope="module")
+def full_packets(packets):
+    """The same packets at their wire lengths (64..1500 bytes) back to back in one buffer, as
+    bpfjit.pcap.read returns a capture: (Packets, expected verdicts). Bytes past the first 64 are zero."""
+    from bpfjit.pcap import Packets
+    rec, wire, expected = packets
+    lens = wire.astype(np.int64)
+    offs = np.zeros(len(lens), dtype=np.int64)
+    np.cumsum(lens[:-1], out=offs[1:])
+    data = np.zeros(int(lens.sum()), dtype=np.uint8)
+    for lo in range(0, len(rec), 100_000):
+        idx = offs[lo:lo + 100_000, None] + np.arange(SNAP)
+        data[idx] = rec[lo:lo + 100_000]
+    return Packets(data, offs, lens), expected
+
+
+@pytest.mark.parametrize("mode", ["checked", "unchecked"])
+def test_jit_run_packets_full_size(benchmark, full_packets, prog, mode):
+    """VM.run_packets over the variable-length packets in one native call (the socket-filter path)."""
+    benchmark.group = "packets:ip_tcp_dport80"
+    pk, expected = full_packets
+    cfg = Config() if mode == "checked" else Config(checked=False, insn_limit=None)
+    vm = VM(prog, "jit", cfg)
+    out = _record(benchmark, len(pk), lambda: vm.run_packets(pk, readonly=True), engine="jit run_packets",
+                  mode=mode)
+    assert (out == expected).all()
 
 
 def test_interpreter(benchmark, packets, prog):

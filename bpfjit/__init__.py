@@ -22,7 +22,8 @@ Runtime, helpers and program types
 
 Maps
     ArrayMap, PercpuArrayMap, HashMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, ProgArrayMap,
-    RingBufMap, PerfEventArrayMap, QueueMap, StackMap, LpmTrieMap, MapBase (their base class), create_map(type, ...),
+    RingBufMap, PerfEventArrayMap, QueueMap, StackMap, LpmTrieMap, DevMap, DevMapHash, CpuMap, XskMap,
+    MapBase (their base class), create_map(type, ...),
     BPF_ANY, BPF_NOEXIST, BPF_EXIST (update flags)
 
 Errors (all derive from BPFError)
@@ -99,7 +100,7 @@ _LAZY = {
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "MapError",
-        "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST")},
+        "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "DevMap", "DevMapHash", "CpuMap", "XskMap")},
 }
 
 
@@ -128,7 +129,7 @@ __all__ = [
     "PT_REGS",
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",
     "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "create_map",
-    "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
+    "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "DevMap", "DevMapHash", "CpuMap", "XskMap",
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
     "MapError", "DataFileError", "PcapError", "cbpf", "pcap",
     "__version__",

@@ -106,9 +106,9 @@ def _elf_run(args: argparse.Namespace, data: bytes) -> int:
     prog, rt, config = _elf_load(args, obj, _elf_spec(args, obj))
     ptype = prog_type(prog.prog_type)
     mem = _run_mem(args, Source("elf", []))
-    if mem is None and ptype.ctx_size:
-        mem = bytes(ptype.ctx_size)             # a zeroed context (e.g. pt_regs)
-    r0 = VM(prog, args.engine, config, runtime=rt).run(mem, readonly=ptype.ctx_readonly)
+    if mem is None and ptype.ctx_size and ptype.packet is None:
+        mem = bytes(ptype.ctx_size)             # a zeroed context (e.g. pt_regs); packet programs: the packet
+    r0 = VM(prog, args.engine, config, runtime=rt).run(mem, readonly=ptype.ctx_readonly and ptype.packet is None)
     print(format_r0(r0))
     return EXIT["ok"]
 

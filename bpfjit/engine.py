@@ -6,6 +6,7 @@ An engine is built from a `pipeline.Prepared` program and runs it:
     bench(mem, n)               n runs over one input -> the last r0
     last_count                  instructions charged by the meter in the last run
     last_mem                    the memory of the last `run` (bytes input is run on a private copy)
+    run_packets(prun)           packet programs: one run per packet of a packets.PacketRun -> uint64 r0 array
 How an engine gets there (pre-decoded Python functions, native code with a per-thread fast path) is its own
 business. Nothing here executes instructions.
 """
@@ -40,6 +41,11 @@ class Engine(ABC):
     @abstractmethod
     def bench(self, mem, n: int) -> int:
         """n runs over the same input; the last r0 (0 when n == 0)."""
+
+    @abstractmethod
+    def run_packets(self, prun) -> np.ndarray:
+        """One run per packet of `prun` (packets.PacketRun: packets, descriptors, internal context); uint64
+        array of r0. A fault raises RuntimeFault with `.record` set to the packet's index."""
 
     @property
     @abstractmethod

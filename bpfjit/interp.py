@@ -245,10 +245,16 @@ class Interpreter(Engine):
             return _factory(("lddw",), "R[d] = k\nreturn n")(d, s, prepared.lddw[pc], pc + 2, pc, 0, 0)
         if op in ("ldabs", "ldind"):
             src_expr = "R[s] + k" if op == "ldind" else "k"
-            body = (f"o = ({src_expr}) & M32\no = o - (1 << 32) if o >> 31 else o\n"
+            skf = ""
+            if prepared.ptype.packet is not None:     # SKF_NET_OFF / SKF_LL_OFF relative loads (packets.py)
+                from .packets import net_header_off
+                from .progtypes import SKF_LL_OFF, SKF_NET_OFF
+                skf = (f"if {SKF_NET_OFF} <= o < 0:\n    o = o - {SKF_NET_OFF} + {net_header_off(prepared.ptype)}\n"
+                       f"elif {SKF_LL_OFF} <= o < {SKF_NET_OFF}:\n    o = o - {SKF_LL_OFF}\n")
+            body = (f"o = ({src_expr}) & M32\no = o - (1 << 32) if o >> 31 else o\n" + skf +
                     f"if o < 0 or o + {nbytes} > S.mem_len:\n    raise _ImplicitExit\n"
                     f"R[0] = _bswap(S.aspace.load(S.mem_start + o, {nbytes}, pc), {nbytes})\nreturn n")
-            return _factory((op, nbytes), body)(d, s, imm, n, pc, 0, 0)
+            return _factory((op, nbytes, skf), body)(d, s, imm, n, pc, 0, 0)
         if op == "exit":
             return _exit_step
         if op == "call_local":
@@ -288,6 +294,31 @@ class Interpreter(Engine):
             except RuntimeFault as e:
                 e.record = i
                 raise
+        return out
+
+    def run_packets(self, prun) -> np.ndarray:
+        """One run per packet of a packets.PacketRun (the JIT's bpf_run_pkts loop, in Python)."""
+        from .memory import PERM_R, AddressSpace, Region
+        env = self.env
+        out = np.zeros(prun.n, dtype=np.uint64)
+        k, uapi = prun.kctx, prun.uapi
+        ctx_r = Region("ctx", k[:uapi], prun.ctx_perms)
+        pkt_r = prun.region = Region("packet", np.zeros(1, np.uint8), prun.pkt_perms)
+        aspace = AddressSpace([ctx_r, env.stack(), pkt_r, Region("ctx_hidden", k[uapi:], PERM_R),
+                               *env.runtime_regions()])
+        hctx = env.helper_ctx(aspace)
+        hctx.pkt = prun
+        top = env.stack().end
+        for i in range(prun.n):
+            prun.load(i)
+            data, end, meta, _, _ = prun.bounds()
+            pkt_r.rebind(prun.buffer(meta, end))
+            try:
+                out[i] = self._exec(aspace, ctx_r.start, uapi, top, hctx, data, end - data)
+            except RuntimeFault as e:
+                e.record = i
+                raise
+            prun.finish(i)
         return out
 
     def bench(self, mem, n: int) -> int:

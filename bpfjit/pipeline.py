@@ -23,6 +23,7 @@ logger = get_logger(__name__)
 
 M64 = (1 << 64) - 1
 CALL_OPS = ("call", "call_btf", "callx")
+PACKET_RUN_ABI = 5      # version of the packet-run entry point (jit/lower_pkt.py) in compiled packet programs
 
 
 @dataclass(eq=False)
@@ -58,7 +59,8 @@ class Prepared:
     def code_key(self) -> tuple:
         """Everything compiled code depends on apart from the engine's own options: the full decoded program,
         the program type, the helper plan and the resolved lddw values (map addresses)."""
-        return (tuple(self.program.insns), self.ptype.name, self.safety,
+        ptype = self.ptype.name if self.ptype.packet is None else (self.ptype.name, PACKET_RUN_ABI)
+        return (tuple(self.program.insns), ptype, self.safety,
                 tuple(sorted((k, h.id, h.name, h.native or "") for k, h in self.calls.items())),
                 tuple(sorted(self.lddw.items())))
 
@@ -140,7 +142,15 @@ def prepare(program: Program, config: Config | None = None, helpers=None, runtim
     p = Prepared(program, config, registry, runtime, ptype, is_tail_target=tail_target)
     p.calls = resolve_calls(program, registry)
     p.lddw, p.used_maps = resolve_lddw(program, runtime)
+    ctx_pass = None
+    if ptype.packet is not None:              # packet programs: context accesses checked and rewritten
+        from .ctxrewrite import rewrite
+        ctx_pass = rewrite(program, ptype)
     _verify(p, tail_target)
+    if ctx_pass is not None:                  # the verifier saw the original; both engines run this
+        p.program = ctx_pass.program
+        if ctx_pass.ambiguous and p.safety == "verified":
+            p.safety, p.proof, p.code_config = "checked", None, config
     for m in p.used_maps:
         bind = getattr(m, "bind_owner", None)
         if bind is not None:

@@ -60,9 +60,9 @@ def _field(name: str) -> None:
 class CtxField:
     """One context field a program may touch: byte offset, size, whether it may be read/written, and what a
     load of it gives: kind "scalar" (a number), or a pointer the verifier tracks: "pkt" (packet start,
-    `data`), "pkt_end" (`data_end`), "pkt_meta" (`data_meta`). A pointer field itself is never stored to:
-    `write` on a "pkt" ("pkt_meta") field means the program may store into the packet data (metadata) it
-    points to (the kernel's direct packet write, e.g. XDP and tc yes, cgroup_skb no)."""
+    `data`), "pkt_end" (`data_end`), "pkt_meta" (`data_meta`). A pointer field itself is never stored to;
+    whether the program may store into the packet it points to is `ProgType.pkt_write` (the kernel's direct
+    packet write: XDP and tc yes, cgroup_skb no)."""
     name: str
     off: int
     size: int
@@ -124,6 +124,20 @@ class ProgType:
     helpers: frozenset | None
     returns: str
     fields: tuple[CtxField, ...] = ()
+    packet: str | None = None       # "skb" / "xdp": a packet program (run over packets, packets.py)
+    pkt_write: bool = False         # direct packet access may store (xdp, tc)
+    hidden: tuple = ()              # internal context: (name, offset) of the hidden u64 fields after the UAPI
+    kctx_size: int = 0              # bytes of the internal context (UAPI layout + hidden fields)
+
+    def field_at(self, off: int) -> CtxField | None:
+        """The field containing byte `off` of the context, None if none does."""
+        for f in self.fields:
+            if f.off <= off < f.off + f.size:
+                return f
+        return None
+
+    def hidden_off(self, name: str) -> int:
+        return dict(self.hidden)[name]
 
 
 PROG_TYPES = {
@@ -136,6 +150,85 @@ PROG_TYPES = {
         returns="0 = drop the event, non-zero = keep it (the runtime's event ring)",
         fields=tuple(CtxField(f, OFFSETS[f], 8) for f in PT_REGS_FIELDS)),
 }
+
+
+# ---- packet program types (socket filter, XDP, tc, cgroup skb) ----
+# Return values (the kernel's enum xdp_action and TC_ACT_*): what r0 means to the caller.
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+XDP_ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
+TC_ACT_UNSPEC, TC_ACT_OK, TC_ACT_RECLASSIFY, TC_ACT_SHOT, TC_ACT_PIPE = -1, 0, 1, 2, 3
+TC_ACT_STOLEN, TC_ACT_QUEUED, TC_ACT_REPEAT, TC_ACT_REDIRECT = 4, 5, 6, 7
+TC_ACTIONS = {-1: "TC_ACT_UNSPEC", 0: "TC_ACT_OK", 1: "TC_ACT_RECLASSIFY", 2: "TC_ACT_SHOT", 3: "TC_ACT_PIPE",
+              4: "TC_ACT_STOLEN", 5: "TC_ACT_QUEUED", 6: "TC_ACT_REPEAT", 7: "TC_ACT_REDIRECT"}
+XDP_PACKET_HEADROOM = 256        # bytes before data in every XDP packet buffer (adjust_head / adjust_meta)
+XDP_TAILROOM = 256               # bytes after data_end (adjust_tail may grow into them)
+SKB_TAILROOM = 256               # bytes after data_end of an skb (skb_change_tail may grow into them)
+SKF_NET_OFF, SKF_LL_OFF = -0x100000, -0x200000     # LD_ABS/LD_IND: network / link-layer header relative
+NET_HEADER_OFF = 14              # network header of an AF_PACKET frame (after the Ethernet header)
+
+# The internal context a run builds (the kernel's sk_buff / xdp_buff): the UAPI struct, then hidden u64
+# fields at 8-aligned offsets. ctxrewrite.py turns each 4-byte load of data/data_end/data_meta through the
+# context pointer into an 8-byte load of the hidden field ("data" ...); "index" is the packet's index in
+# its batch (helpers use it), "head"/"end" bound the packet's buffer (head/tailroom included).
+HIDDEN_FIELDS = ("data", "data_end", "data_meta", "index", "head", "end")
+
+
+def _hidden(uapi_size: int) -> tuple:
+    base = (uapi_size + 7) & ~7
+    return tuple((name, base + 8 * i) for i, name in enumerate(HIDDEN_FIELDS))
+
+
+def _fields(layout, readable, writable) -> tuple:
+    """CtxField rows of a UAPI layout: fields in `readable` (all when None) are readable, `writable` ones
+    writable; others are listed unreadable (an access to them is refused at load)."""
+    return tuple(CtxField(n, off, size, read=readable is None or n in readable, write=n in writable, kind=k)
+                 for n, off, size, k in layout)
+
+
+_SKB_ALL = {n for n, *_ in SK_BUFF_LAYOUT}
+_SOCK_FIELDS = {"family", "remote_ip4", "local_ip4", "remote_ip6", "local_ip6", "remote_port", "local_port"}
+_SKB_TIME = {"tstamp", "wire_len", "hwtstamp", "tstamp_type"}
+# helper ids each packet type may call (the kernel's *_func_proto, for the helpers bpfjit has)
+BASE_HELPERS = frozenset({1, 2, 3, 5, 6, 7, 8, 12, 87, 88, 89, 118, 125, 130, 131, 132, 133, 134})
+SKB_HELPERS = BASE_HELPERS | {25, 26, 34, 46}
+TC_HELPERS = SKB_HELPERS | {9, 10, 11, 23, 28, 38, 39, 51}
+XDP_HELPERS = BASE_HELPERS | {25, 23, 28, 44, 51, 54, 65}
+CGROUP_SKB_HELPERS = SKB_HELPERS
+
+
+def _skb_type(name, readable, writable, helpers, returns, pkt_read, pkt_write):
+    if not pkt_read:
+        readable = set(readable) - {"data", "data_end", "data_meta"}
+    return ProgType(name, "struct __sk_buff", SK_BUFF_SIZE, None, ctx_readonly=not writable, r2_is_len=True,
+                    needs_kern_version=False, helpers=frozenset(helpers), returns=returns,
+                    fields=_fields(SK_BUFF_LAYOUT, readable, writable), packet="skb", pkt_write=pkt_write,
+                    hidden=_hidden(SK_BUFF_SIZE), kctx_size=_hidden(SK_BUFF_SIZE)[-1][1] + 8)
+
+
+PACKET_TYPES = {
+    "socket_filter": _skb_type(
+        "socket_filter", _SKB_ALL - _SOCK_FIELDS - _SKB_TIME - {"tc_classid", "flow_keys", "data_meta"}, {"cb"},
+        SKB_HELPERS, "bytes of the packet to keep (0 = drop; more than its length keeps all of it)",
+        pkt_read=False, pkt_write=False),
+    "sched_cls": _skb_type(
+        "sched_cls", _SKB_ALL - _SOCK_FIELDS - {"flow_keys"},
+        {"mark", "tc_index", "priority", "cb", "tc_classid", "tstamp", "queue_mapping"}, TC_HELPERS,
+        "TC_ACT_* (0 OK, 2 SHOT, 7 REDIRECT, -1 UNSPEC ...)", pkt_read=True, pkt_write=True),
+    "sched_act": _skb_type(
+        "sched_act", _SKB_ALL - _SOCK_FIELDS - {"flow_keys"},
+        {"mark", "tc_index", "priority", "cb", "tc_classid", "tstamp", "queue_mapping"}, TC_HELPERS,
+        "TC_ACT_* (0 OK, 2 SHOT, 7 REDIRECT, -1 UNSPEC ...)", pkt_read=True, pkt_write=True),
+    "cgroup_skb": _skb_type(
+        "cgroup_skb", _SKB_ALL - {"tc_classid", "flow_keys", "data_meta"} - _SKB_TIME | {"tstamp"},
+        {"mark", "priority", "cb", "tstamp"}, CGROUP_SKB_HELPERS,
+        "1 = allow the packet, 0 = drop it", pkt_read=True, pkt_write=False),
+    "xdp": ProgType(
+        "xdp", "struct xdp_md", XDP_MD_SIZE, None, ctx_readonly=True, r2_is_len=True, needs_kern_version=False,
+        helpers=XDP_HELPERS, returns="XDP_ABORTED 0, XDP_DROP 1, XDP_PASS 2, XDP_TX 3, XDP_REDIRECT 4",
+        fields=_fields(XDP_MD_LAYOUT, None, ()), packet="xdp", pkt_write=True,
+        hidden=_hidden(XDP_MD_SIZE), kctx_size=_hidden(XDP_MD_SIZE)[-1][1] + 8),
+}
+PROG_TYPES.update(PACKET_TYPES)
 
 
 def prog_type(name: str) -> ProgType:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import BPFError
+from .errors import BPFError, ConfigError
 from .pipeline import prepare
 from .program import DEFAULT_CONFIG, Config, Program
-from .runenv import MAX_BENCH, _TLS, check_count, exclusive, records_view, thread_stack
+from .runenv import MAX_BENCH, _TLS, as_bytes_view, check_count, exclusive, records_view, thread_stack
 
 ENGINES = ("interp", "jit")
 __all__ = ["VM", "ENGINES", "run", "thread_stack"]
@@ -43,6 +43,7 @@ class VM:
         self.helpers = self.prepared.helpers
         self.ptype = self.prepared.ptype
         self.engine = cls(self.prepared)
+        self.last_run = None            # packets.PacketRun of the last run_packets (packet programs)
 
     @property
     def safety(self) -> str:
@@ -63,6 +64,8 @@ class VM:
         One program runs per thread at a time (the kernel's bpf_prog_active): a nested run, e.g. from a
         Python helper, returns 0 without running.
         """
+        if self.ptype.packet is not None:
+            return self._run_packet(mem, readonly)
         tls = _TLS.__dict__
         if tls.get("active"):
             return 0
@@ -74,8 +77,52 @@ class VM:
 
     @property
     def last_mem(self):
-        """The memory of the last `run` (a numpy uint8 array), None if it had no mem."""
+        """The memory of the last `run` (a numpy uint8 array), None if it had no mem. For packet programs:
+        the packet as the program left it."""
+        if self.ptype.packet is not None:
+            if self.last_run is None or not self.last_run.n:
+                return None
+            p = self.last_run.result()
+            return p.data[p.offsets[0]:p.offsets[0] + p.lengths[0]]
         return self.engine.last_mem
+
+    # ---- packet programs ----
+    def run_packets(self, packets, *, readonly: bool = False) -> np.ndarray:
+        """Run a packet program (socket_filter, xdp, sched_cls, sched_act, cgroup_skb) once per packet;
+        returns a uint64 array of r0 (the verdicts). packets: a bpfjit.pcap.Packets (what pcap.read
+        returns), a (data, offsets, lengths) tuple of numpy arrays, a list of bytes-like packets, or a 2-D
+        uint8 array (one packet per row). The JIT runs the whole batch in one native call. Afterwards
+        `last_packets` holds the packets as the program left them (XDP programs get head- and tailroom so
+        adjust_head/meta/tail work) and `redirects` where redirect helpers sent them. A fault raises
+        RuntimeFault with `.record` set to the packet's index."""
+        if self.ptype.packet is None:
+            raise ConfigError(f"run_packets runs packet programs (socket_filter, xdp, sched_cls, sched_act, "
+                              f"cgroup_skb); this program is of type {self.ptype.name!r}", "program")
+        from .packets import PacketRun
+        prun = PacketRun(self.prepared, packets, readonly)
+        with exclusive() as ok:
+            if not ok:
+                return np.zeros(prun.n, dtype=np.uint64)
+            self.last_run = prun
+            return self.engine.run_packets(prun)
+
+    @property
+    def last_packets(self):
+        """The packets of the last run_packets as the program left them (a bpfjit.pcap.Packets)."""
+        return self.last_run.result() if self.last_run is not None else None
+
+    @property
+    def redirects(self) -> dict:
+        """packet index -> ("ifindex", ifindex, flags) | ("map", map name, key) of the last run_packets."""
+        return dict(self.last_run.redirects) if self.last_run is not None else {}
+
+    def _run_packet(self, mem, readonly: bool) -> int:
+        if mem is None:
+            raise ConfigError(f"a {self.ptype.name} program runs over a packet: pass its bytes", "mem")
+        buf, _ = as_bytes_view(mem)
+        if isinstance(mem, (bytes, memoryview)) and not buf.flags.writeable:
+            buf = buf.copy()
+        return int(self.run_packets(buf.reshape(1, -1), readonly=readonly)[0])
 
     def run_batch(self, records, *, readonly: bool = False) -> np.ndarray:
         """Run once per record; returns a uint64 array of r0 values (r1 = record address, r2 = its size).
@@ -84,6 +131,9 @@ class VM:
         structured dtype). The JIT runs the whole batch in one native call. A fault raises RuntimeFault
         with `.record` set to the index of the faulting record.
         """
+        if self.ptype.packet is not None:        # one packet per record
+            return self.run_packets(records.reshape(len(records), -1).view(np.uint8) if isinstance(
+                records, np.ndarray) and records.ndim >= 1 else records, readonly=readonly)
         flat, perms = records_view(self.ptype, records, readonly, self.config.mem_size)
         with exclusive() as ok:
             if not ok:
@@ -93,6 +143,15 @@ class VM:
     def bench(self, mem=None, n: int = 1000) -> int:
         """Run n times on the same mem (natively in one call for the JIT); returns the last r0."""
         n = check_count(n, "n", MAX_BENCH)
+        if self.ptype.packet is not None:        # n runs over the same packet, in native chunks
+            buf, _ = as_bytes_view(mem if mem is not None else b"")
+            buf = buf.copy()
+            r0, chunk = 0, 1 << 16
+            while n > 0:
+                k = min(n, chunk)
+                out = self.run_packets((buf, np.zeros(k, np.int64), np.full(k, buf.size, np.int64)))
+                r0, n = int(out[-1]), n - k
+            return r0
         with exclusive() as ok:
             return self.engine.bench(mem, n) if ok else 0
 

@@ -319,7 +319,7 @@ def test_signed_k_is_accepted():
 
 def test_program_metadata():
     prog = cbpf.load([(0x28, 0, 0, 12), (0x15, 0, 1, 0x800), ret_k(65535), ret_k(0)])
-    assert prog.prog_type == "raw" and prog.name == "cbpf"
+    assert prog.prog_type == "socket_filter" and prog.name == "cbpf"
     assert prog.cbpf[1] == cbpf.SockFilter(0x15, 0, 1, 0x800)
     assert "jeq #0x800 jt 2 jf 3" in cbpf.disassemble(prog.cbpf)
     assert "ldabsh 12" in prog.disassemble()

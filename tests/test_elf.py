@@ -247,23 +247,27 @@ def test_iproute2_bpf_elf_map_and_partial_load(engine):
     m = obj.maps["acc_map"]
     assert (m.type, m.key_size, m.value_size, m.max_entries, m.pinning) == ("array", 4, 4, 2, 2)
     assert obj.programs["cls_main"].prog_type == "sched_cls"
-    with pytest.raises(LoadError, match="'cls_main'.*'sched_cls'"):
-        obj.load()
+    tc = obj.load(programs=["cls_main"])            # a tc classifier: runs over packets
+    vm = VM(tc.programs["cls_main"], engine, runtime=tc.runtime)
+    assert list(vm.run_packets([b"\0" * 60, b"\1" * 14]).astype(np.uint32).view(np.int32)) == [-1, -1]  # UNSPEC
+    assert tc.maps["acc_map"][0] == (2).to_bytes(4, "little")
     loaded = obj.load(programs=["kp_noop"])
     assert list(loaded.programs) == ["kp_noop"]
     assert loaded.runtime.kprobe(loaded.programs["kp_noop"], engine).fire(pt_regs()) == 9
     assert loaded.maps["acc_map"][1] == (5).to_bytes(4, "little")
 
 
-def test_socket_program_is_a_spec_refused_at_load(engine):
+def test_socket_and_xdp_programs_load_and_run_over_packets(engine):
     obj = ObjectFile.open(FIX / "socket.o")
     assert obj.programs["count_protocols"].prog_type == "socket_filter"
     assert obj.programs["socket"] is obj.programs["count_protocols"]
     assert obj.programs["xdp_pass"].prog_type == "xdp"
-    with pytest.raises(LoadError, match="'count_protocols'.*'socket_filter' is not supported"):
-        obj.load(programs=["count_protocols"])
-    with pytest.raises(LoadError, match="'xdp_pass'.*'xdp'"):
-        obj.load(programs=["xdp_pass"])
+    loaded = obj.load()
+    vm = VM(loaded.programs["count_protocols"], engine, runtime=loaded.runtime)
+    assert list(vm.run_packets([b"\0" * 60, b"", b"\xff" * 1500])) == [0, 0, 0]
+    assert loaded.maps["proto_count"][0] == 3
+    xdp = VM(loaded.programs["xdp_pass"], engine, runtime=loaded.runtime)
+    assert list(xdp.run_packets([b"\0" * 64] * 3)) == [2, 2, 2] and xdp.run(b"\0" * 14) == 2
     # the type is overridable: as a raw program it runs on any memory
     obj = ObjectFile.open(FIX / "socket.o", prog_types={"socket": "raw", "xdp_pass": "raw"})
     loaded = obj.load()
@@ -456,7 +460,7 @@ def test_cli_run_elf(capsys, engine_name):
     rc, _, err = _cli(capsys, "run", FIX / "calls.o", "--engine", engine_name)
     assert rc == 1 and "choose one with --program (prog_a, prog_b, prog_c)" in err
     rc, _, err = _cli(capsys, "run", FIX / "socket.o", "--program", "count_protocols")
-    assert rc == 1 and "'socket_filter' is not supported" in err
+    assert rc == 1 and "runs over a packet" in err
 
 
 def test_cli_disasm_elf(capsys):
@@ -507,8 +511,9 @@ def test_iproute2_tail_call_sections(engine):
     obj = ObjectFile.open(FIX / "iproute2_tail.o")
     assert [p.prog_type for p in obj.programs.values()] == ["sched_cls"] * 3
     assert obj.maps["jmp_map"].elf_id == 1 and obj.maps["jmp_map"].values == {0: "tail_zero", 2: "tail_two"}
-    with pytest.raises(LoadError, match="'sched_cls'"):
-        obj.load()
+    tc = obj.load()                                     # as tc classifiers over packets of 0..3 bytes
+    vm = VM(tc.programs["cls_entry"], engine, runtime=tc.runtime)
+    assert list(vm.run_packets([b"\0" * n for n in range(4)])) == [10, 99, 12, 99]
     obj = ObjectFile.open(FIX / "iproute2_tail.o", prog_types={"classifier": "raw"})
     assert [p.prog_type for p in obj.programs.values()] == ["raw"] * 3
     loaded = obj.load()

@@ -33,7 +33,8 @@ HOMES = {
                                     "ConfigError", "RuntimeFault")},
 }
 MAP_CLASSES = ("ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
-               "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap")
+               "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap",
+               "DevMap", "DevMapHash", "CpuMap", "XskMap")
 ERRORS = ("BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError",
           "RuntimeFault", "MapError", "DataFileError", "PcapError")
 

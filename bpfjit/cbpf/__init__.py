@@ -6,9 +6,10 @@
     VM(prog, "jit").run(frame)                                        # -> bytes to keep (0 = drop)
 
 Each returns a `Program` of eBPF converted with the kernel's semantics (convert.py), validated as the
-kernel's `bpf_check_classic` does (check.py); `prog.cbpf` keeps the original instructions. The program
-runs with the frame as its mem (r1 = frame, r2 = its length): offsets mean what they mean to tcpdump on
-an Ethernet capture. `interp.run(prog.cbpf, frame)` is the reference cBPF interpreter.
+kernel's `bpf_check_classic` does (check.py); `prog.cbpf` keeps the original instructions. The program is
+a socket filter: `VM.run(frame)` / `VM.run_packets(packets)` run it over frames as an AF_PACKET raw socket
+sees them (data starts at the link-layer header), so offsets mean what they mean to tcpdump on an Ethernet
+capture; r0 is the number of bytes to keep. `interp.run(prog.cbpf, frame)` is the reference cBPF interpreter.
 Modules: opcodes (table, constants), check, convert, interp, libpcap (ctypes).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .check import check
 from .convert import ANC_DEFAULTS, convert
 from .opcodes import OPS, SKF_AD, SKF_AD_OFF, SKF_LL_OFF, SKF_NET_OFF, SockFilter, disassemble
 
-PROG_TYPE = "raw"        # becomes "socket_filter" once that program type exists
+PROG_TYPE = "socket_filter"      # r1 = struct __sk_buff, the frame is the packet (LD_ABS/LD_IND read it)
 
 
 def load(insns, *, name: str = "cbpf", nhoff: int = 14, anc: dict | None = None,

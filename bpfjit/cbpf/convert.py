@@ -1,7 +1,8 @@
 """Classic BPF -> eBPF, with the semantics of the kernel's `bpf_convert_filter`.
 
 Register mapping (as in the kernel where it matters to the program's behaviour):
-    A = r0, X = r7, the packet pointer = r6 (saved r1), the packet length = r8 (saved r2, read by `ld len`),
+    A = r0, X = r7, the context (struct __sk_buff of a socket filter) = r6 (saved r1), the packet length =
+    r8 (skb->len, read by `ld len`),
     r2/r3 temporaries, M[0..15] = 32-bit stack words at r10 - 64 + 4 * k.
 A and X start at 0. Every ALU operation is 32-bit (ALU32), so A and X always hold zero-extended u32 values.
 Packet loads use the eBPF legacy loads (ldabs / ldind, big-endian from the run's mem), which end the program
@@ -11,9 +12,10 @@ zero-extended in r2 (eBPF immediates are sign-extended).
 
 Negative LD ABS / LDX MSH offsets: SKF_LL_OFF + n reads byte n of the frame (the frame starts at the
 link-layer header), SKF_NET_OFF + n reads byte `nhoff` + n (network header offset, 14 for Ethernet),
-other negative offsets return 0. LD IND with a negative X + k returns 0. Ancillary loads (SKF_AD_OFF + n):
-see `ANC_EMITTERS`; the run has no sk_buff, so metadata such as the mark or ifindex are constants given
-by `anc=` (defaults in ANC_DEFAULTS).
+other negative offsets return 0. LD IND with a negative X + k is relative to the headers the same way (the
+engines map it at run time, with the network header at 14). Ancillary loads (SKF_AD_OFF + n): see
+`ANC_EMITTERS`; protocol and pkttype read the socket filter's context (skb->protocol, skb->pkt_type), other
+metadata such as the mark or ifindex are constants given by `anc=` (defaults in ANC_DEFAULTS).
 Checks are check.py's; nothing here runs programs.
 """
 from __future__ import annotations
@@ -90,38 +92,19 @@ class _Emitter:
 
 
 # ---- ancillary loads: name -> emitter(e, pc) leaving the value in A ----
+SKB_LEN, SKB_PKT_TYPE, SKB_PROTOCOL = 0, 4, 16      # offsets in struct __sk_buff (progtypes.SK_BUFF_LAYOUT)
+
+
 def _anc_protocol(e, pc, anc):
-    """A = EtherType of the frame (bytes 12-13), 0 for frames shorter than 14 bytes."""
-    end, go = e.new_label(), e.new_label()
-    e.ins(MOV32_K, R_A)
-    e.jump(JMP | JOPS["jgt"] | EK, R_LEN, go, pc, imm=13)
-    e.jump(JA, 0, end, pc)
-    e.mark(go)
-    e.ins(LDXH, R_A, R_PKT, 12)
+    """A = skb->protocol: the EtherType of the frame (0 for frames shorter than 14 bytes)."""
+    e.ins(LDXH, R_A, R_PKT, SKB_PROTOCOL)
     e.ins(BE, R_A, imm=16)
-    e.mark(end)
 
 
 def _anc_pkttype(e, pc, anc):
-    """A = PACKET_BROADCAST (1) / PACKET_MULTICAST (2) from the destination MAC, else PACKET_HOST (0)."""
-    end, go = e.new_label(), e.new_label()
-    e.ins(MOV32_K, R_A)
-    e.jump(JMP | JOPS["jge"] | EK, R_LEN, go, pc, imm=6)
-    e.jump(JA, 0, end, pc)
-    e.mark(go)
-    e.ins(LDXB, R_TMP, R_PKT, 0)
-    mc = e.new_label()
-    e.jump(JMP | JOPS["jset"] | EK, R_TMP, mc, pc, imm=1)
-    e.jump(JA, 0, end, pc)
-    e.mark(mc)
-    e.ins(MOV32_K, R_A, imm=2)
-    e.ins(LDXW, R_TMP, R_PKT, 0)
-    e.ins(ALU32 | 0x00 | EK, R_TMP, imm=1)                      # all ones -> 0
-    e.jump(JMP | JOPS["jne"] | EK, R_TMP, end, pc, imm=0)
-    e.ins(LDXH, R_TMP, R_PKT, 4)
-    e.jump(JMP | JOPS["jne"] | EK, R_TMP, end, pc, imm=0xFFFF)
-    e.ins(MOV32_K, R_A, imm=1)
-    e.mark(end)
+    """A = skb->pkt_type: PACKET_BROADCAST (1) / PACKET_MULTICAST (2) from the destination MAC, else
+    PACKET_HOST (0)."""
+    e.ins(LDXW, R_A, R_PKT, SKB_PKT_TYPE)
 
 
 def _anc_call(helper):
@@ -175,7 +158,7 @@ def convert(prog: list[SockFilter], *, nhoff: int = 14, anc: dict | None = None)
     anc_values = dict(ANC_DEFAULTS, **(anc or {}))
     e = _Emitter()
     e.ins(MOV64_X, R_PKT, 1)
-    e.ins(MOV64_X, R_LEN, 2)
+    e.ins(LDXW, R_LEN, 1, SKB_LEN)
     e.ins(MOV32_K, R_A)
     e.ins(MOV32_K, R_X)
     for pc, ins in enumerate(prog):

@@ -81,7 +81,7 @@ def run(prog, packet, *, nhoff: int = 14, anc: dict | None = None, cpu: int = 0,
                     else:
                         A = _load(pkt, abs_offset(k, nhoff), o.size)
                 elif op == "ind":
-                    A = _load(pkt, to_s32(X + k), o.size)
+                    A = _load(pkt, abs_offset((X + k) & M32, 14), o.size)
                 elif op == "len":
                     A = len(pkt) & M32
                 elif op == "imm":

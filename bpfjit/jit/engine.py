@@ -324,6 +324,11 @@ class JITEngine(Engine):
             self._raise_fault(st)
         return r0
 
+    def run_packets(self, prun) -> np.ndarray:
+        """One run per packet of a packets.PacketRun in one native call (jit/pktrun.py)."""
+        from .pktrun import run_packets
+        return run_packets(self, prun, _TLS)
+
     # ---- inspection ----
     def ir(self, optimized: bool = True) -> str:
         return self.compiled.optimized_ir if optimized else self.compiled.ir_text

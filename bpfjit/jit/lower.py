@@ -17,8 +17,9 @@ from llvmlite import ir
 
 from .. import isa
 from ..errors import FAULT_CODE, LoadError
+from ..progtypes import PACKET_TYPES
 from ..program import Config, Program, block_costs, jump_target, leaders, meter_points
-from . import lower_entry, target
+from . import lower_entry, lower_pkt, target
 from . import state as S
 from .irlib import COLD, HOT, I64, RET, c64, fault_info, set_fault_fn
 from .lower_abi import NREGS, SUB_FN, Host, SubArgs
@@ -110,7 +111,9 @@ class Lowering:
         starts = [0] + sorted(t for t in calls if t is not None and t != 0)
         # a small subprogram 0 of a program module is emitted straight into bpf_entry's loop (one copy, no
         # call per run, and no LLVM inlining or second simplification of the body); it needs no function
-        inline = (self.kind == "program" and not self.calls_entry and len(self.reachable(0)) <= INLINE_LIMIT)
+        # (packet programs keep subprogram 0 a function: bpf_run_pkts calls it too)
+        inline = (self.kind == "program" and not self.calls_entry and len(self.reachable(0)) <= INLINE_LIMIT
+                  and self.prog.prog_type not in PACKET_TYPES)
         for s in starts:
             if s == 0 and inline:
                 continue
@@ -127,6 +130,8 @@ class Lowering:
                                    if inline else None)
             if inline:
                 sizes[0] = len(self.reachable(0))
+            if self.prog.prog_type in PACKET_TYPES:          # packet programs: the packet-run loop
+                lower_pkt.emit_run_pkts(self)
         self.largest_function = max(sizes.values())
         self.huge = self.largest_function > target.HUGE_FUNCTION or self.longest_block > target.HUGE_BLOCK
         return self.module

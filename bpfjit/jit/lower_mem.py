@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FAULT_CODE
+from ..progtypes import PACKET_TYPES
 from . import state as S
 from .irlib import (I32, I64, PERM_R, PERM_RW, PERM_W, SKIP_FAST_ROWS, c64, cold_addr_fn,
                     fault_info, ity, region_check_fn)
@@ -240,6 +241,16 @@ class MemoryMixin:
             self.set(ins.src, b.zext(old, I64) if bits < 64 else old)
         return pc + 1
 
+    def _skf_offset(self, o):
+        """A negative LD_ABS/LD_IND offset of a packet program, relative to the network / link-layer header."""
+        from ..packets import net_header_off
+        from ..progtypes import PACKET_TYPES, SKF_LL_OFF, SKF_NET_OFF
+        b = self.b
+        nh = net_header_off(PACKET_TYPES[self.low.prog.prog_type])
+        net = b.and_(b.icmp_signed(">=", o, c64(SKF_NET_OFF)), b.icmp_signed("<", o, c64(0)))
+        ll = b.and_(b.icmp_signed(">=", o, c64(SKF_LL_OFF)), b.icmp_signed("<", o, c64(SKF_NET_OFF)))
+        return b.select(net, b.add(o, c64(nh - SKF_NET_OFF)), b.select(ll, b.sub(o, c64(SKF_LL_OFF)), o))
+
     def emit_packet(self, pc, f, ins):
         """Legacy LD_ABS / LD_IND: out of the packet ends the program with r0 = 0 (EXIT0)."""
         self.settle()
@@ -247,6 +258,8 @@ class MemoryMixin:
         nbytes = f.width // 8
         o = c64(ins.imm) if f.op == "ldabs" else b.add(self.reg(ins.src), c64(ins.imm))
         o = b.sext(b.trunc(o, I32), I64)
+        if self.low.prog.prog_type in PACKET_TYPES:     # SKF_NET_OFF / SKF_LL_OFF relative (packets.py)
+            o = self._skf_offset(o)
         mem_len = b.load(self.slot(S.MEM_LEN))
         bad = b.or_(b.icmp_signed("<", o, c64(0)), b.icmp_signed(">", b.add(o, c64(nbytes)), mem_len))
         cont = self.fn.append_basic_block(f"pc{pc}_pkt")

@@ -11,6 +11,7 @@ helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled f
     ProgArrayMap(8, runtime)[0] = program    tail-call targets
     QueueMap(8, 16).push(v); q.pop()         FIFO (StackMap: LIFO)
     LpmTrieMap(8, 8, 64)["10.0.0.0/8"] = v    longest-prefix match (m["10.1.2.3"] -> v)
+    DevMap(4, 4, 8)[0] = ifindex              XDP redirect targets (also CpuMap, XskMap, DevMapHash)
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .lib import current_cpu, set_default_ncpus
 from .lpm import LpmTrieMap
 from .progarray import ProgArrayMap
 from .queuestack import QueueMap, StackMap
+from .redirect import CpuMap, DevMap, DevMapHash, XskMap
 from .ring import PerfEventArrayMap, RingBufMap
 
 MAP_CLASSES: dict[str, Any] = {
@@ -31,6 +33,7 @@ MAP_CLASSES: dict[str, Any] = {
     "lru_hash": LruHashMap, "lru_percpu_hash": LruPercpuHashMap, "prog_array": ProgArrayMap,
     "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap, "queue": QueueMap, "stack": StackMap,
     "lpm_trie": LpmTrieMap,
+    "devmap": DevMap, "devmap_hash": DevMapHash, "cpumap": CpuMap, "xskmap": XskMap,
 }
 assert set(MAP_CLASSES) == set(MAP_TYPES)
 
@@ -47,4 +50,4 @@ def create_map(type_name: str, key_size: int, value_size: int, max_entries: int,
 __all__ = ["ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
            "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "KeyValueMap",
            "MapError", "create_map", "current_cpu", "set_default_ncpus", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
-           "MAP_CLASSES", "LpmTrieMap"]
+           "MAP_CLASSES", "LpmTrieMap", "DevMap", "DevMapHash", "CpuMap", "XskMap"]

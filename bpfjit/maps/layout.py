@@ -75,6 +75,7 @@ MAP_TYPES: dict[str, int] = {
     "hash": 1, "array": 2, "prog_array": 3, "perf_event_array": 4, "percpu_hash": 5, "percpu_array": 6,
     "lru_hash": 9, "lru_percpu_hash": 10, "queue": 22, "stack": 23, "ringbuf": 27,
     "lpm_trie": 11,
+    "devmap": 14, "cpumap": 16, "xskmap": 17, "devmap_hash": 25,
 }
 KIND_ARRAY, KIND_HASH, KIND_PROG_ARRAY, KIND_RINGBUF, KIND_PERF, KIND_QUEUE = 1, 2, 3, 4, 5, 6
 KV_KINDS = (KIND_ARRAY, KIND_HASH)               # maps with lookup/update/delete/get_next_key

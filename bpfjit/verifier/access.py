@@ -126,8 +126,10 @@ def ctx_field(ptype, off: int, size: int, write: bool):
 
 
 def pkt_writable(ptype, t: str) -> bool:
-    """Whether the program type may store into packet data (t "pkt") or metadata ("pkt_meta"): the `write`
-    flag of its context field of that kind (the field itself is never stored to; see CtxField)."""
+    """Whether the program type may store into packet data (t "pkt") or metadata ("pkt_meta"): its
+    `ProgType.pkt_write` (xdp, tc), or the `write` flag of its context field of that kind."""
+    if getattr(ptype, "pkt_write", False):
+        return True
     kind = "pkt" if t is PKT else "pkt_meta"
     return any(f.kind == kind and f.write for f in ptype.fields)
 
