@@ -124,6 +124,7 @@ class ProgType:
     helpers: frozenset | None
     returns: str
     fields: tuple[CtxField, ...] = ()
+    ret_range: tuple[int, int] | None = None     # r0's range at exit (check_return_code); None: any
 
 
 PROG_TYPES = {

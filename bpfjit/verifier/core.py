@@ -18,7 +18,7 @@ from . import scalar as S
 from .access import MAX_PACKET_OFF, MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
-from .helpers import check_call
+from .helpers import check_call, raw_ctx
 from .regs import (AT_PKT_END, BEYOND_PKT_END, CTX, FP, MAP_PTR, MAP_VALUE, MEM, MEMLEN_ID, NOT_INIT,
                    NOT_INIT_REG, OR_NULL, PKT, PKT_END, PKT_META, PKT_TYPES, SCALAR, UNKNOWN_REG, Reg, const,
                    ptr, scalar)
@@ -30,6 +30,7 @@ MAX_LOOP_STATES = 20_000     # distinct register states remembered per loop head
 CHECKPOINT_EVERY = 8          # processed instructions between stored states (loop heads: always)
 COMBINED_STACK = 512
 BITWISE = ("and", "or", "xor")
+LD_ABS_TYPES = frozenset({"raw", "socket_filter", "sched_cls", "sched_act"})   # the kernel's may_access_skb + raw
 
 
 class Checkpoint:
@@ -323,13 +324,27 @@ class Verifier:
         return self._call_local(pc, ins, st)
 
     def _h_ldabs(self, pc, f, ins, st, pending) -> int:
+        """The kernel's check_ld_abs: program types with an skb (LD_ABS_TYPES), r6 the unmodified context,
+        r1-r5 clobbered, r0 an unknown scalar (a load past the end exits with r0 = 0)."""
+        if self.ptype.name not in LD_ABS_TYPES:
+            raise err("BPF_LD_[ABS|IND] instructions not allowed for this program type", pc)
+        if ins.dst != 0 or ins.off != 0 or (f.op == "ldabs" and ins.src != 0):
+            raise err("BPF_LD_[ABS|IND] uses reserved fields", pc)
+        regs = st.cur.regs
+        r6 = self._read_reg(st, 6, pc)
+        if st.refs:
+            raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
+        if r6.type is not CTX and not raw_ctx(self, r6):
+            raise err("at the time of BPF_LD_ABS|IND R6 != pointer to skb", pc)
         if f.op == "ldind":
             r = self._read_reg(st, ins.src, pc)
             if r.type is not SCALAR:
                 raise err(f"R{ins.src} type={r.type} expected=scalar", pc)
-        if st.refs:
-            raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
-        st.cur.regs[0] = loaded(f.width // 8)
+        if r6.off or not (r6.s.is_const and r6.s.value == 0):
+            raise err(f"dereference of modified ctx ptr R6 off={r6.off + r6.s.value} disallowed", pc)
+        for r in range(1, 6):
+            regs[r] = NOT_INIT_REG
+        regs[0] = UNKNOWN_REG
         return pc + 1
 
     def _read_reg(self, st, r: int, pc: int) -> Reg:
@@ -636,6 +651,10 @@ class Verifier:
             return callee.callsite + 1
         if r0.type is not SCALAR:
             raise err("R0 leaks addr as return value", pc)
+        rr = self.ptype.ret_range
+        if rr is not None and (r0.s.smin < rr[0] or r0.s.smax > rr[1]):
+            raise err(f"At program exit the register R0 has {_range_text(r0.s)} should have been in "
+                      f"[{rr[0]}, {rr[1]}]", pc)
         if st.refs:
             rid, apc = st.refs[0]
             raise err(f"Unreleased reference id={rid} alloc_insn={apc}", pc)
@@ -664,6 +683,12 @@ _FAMILY = {"ldx": "ldx", "ldxs": "ldx", "stx": "stx", "st": "st", "ja": "ja", "j
            "call": "call", "call_btf": "call", "callx": "callx", "call_local": "call_local", "ldabs": "ldabs",
            "ldind": "ldabs"}
 _FLIP = {"jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge"}
+
+
+def _range_text(s) -> str:
+    """The kernel's verbose_invalid_scalar wording of a scalar's signed range."""
+    parts = ([f"smin={s.smin}"] if s.smin > S.S64MIN else []) + ([f"smax={s.smax}"] if s.smax < S.S64MAX else [])
+    return " ".join(parts) or "unknown scalar value"
 
 
 def _init_pkt(r: Reg) -> bool:
