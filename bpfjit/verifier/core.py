@@ -570,10 +570,13 @@ class Verifier:
     def _pkt_jump(self, pc, op, ins, a, b, st, pending, target) -> int:
         """A 64-bit comparison of two pointers into the packet. `pkt' OP pkt_end` (and `pkt_meta' OP pkt`)
         in any order with an unsigned >, >=, <, <= teaches the side where pkt' <= pkt_end that the bytes
-        before pkt' are in the packet; other comparisons teach nothing."""
+        before pkt' are in the packet, == and != the side where they are equal; other comparisons teach
+        nothing."""
         pa, pb = ins.dst, ins.src
         if op in _FLIP and (b.type is PKT and a.type is PKT_END or b.type is PKT_META and _init_pkt(a)):
             a, b, pa, pb, op = b, a, pb, pa, _FLIP[op]      # now: pointer OP its end
+        if op in ("jeq", "jne"):
+            return self._pkt_eq_jump(pc, op, a, b, st, pending, target)
         if op not in _FLIP or not (a.type is PKT and b.type is PKT_END or a.type is PKT_META and _init_pkt(b)):
             other = st.copy()
             self._push(pending, target, pc, other)
@@ -589,6 +592,23 @@ class Verifier:
         self._find_good_pkt(good, a, good_open)
         if a.type is PKT and b.type is PKT_END:
             bad.frames[-1].regs[pa] = a.but(range=AT_PKT_END if good_open else BEYOND_PKT_END)
+        self._push(pending, target, pc, other)
+        return pc + 1
+
+    def _pkt_eq_jump(self, pc, op, a, b, st, pending, target) -> int:
+        """`pkt' == pkt_end` (or `pkt_meta' == pkt`), either order: where they are equal the bytes before
+        pkt' are in the packet; where they differ nothing is learned. A pointer known to be past the end
+        is never equal to it."""
+        if b.type is PKT and a.type is PKT_END or b.type is PKT_META and _init_pkt(a):
+            a, b = b, a
+        if not (a.type is PKT and b.type is PKT_END or a.type is PKT_META and _init_pkt(b)):
+            self._push(pending, target, pc, st.copy())
+            return pc + 1
+        eq_taken = op == "jeq"
+        if b.type is PKT_END and a.range == BEYOND_PKT_END:
+            return pc + 1 if eq_taken else target
+        other = st.copy()
+        self._find_good_pkt(other if eq_taken else st, a, False)
         self._push(pending, target, pc, other)
         return pc + 1
 
