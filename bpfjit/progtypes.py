@@ -128,6 +128,7 @@ class ProgType:
     pkt_write: bool = False         # direct packet access may store (xdp, tc)
     hidden: tuple = ()              # internal context: (name, offset) of the hidden u64 fields after the UAPI
     kctx_size: int = 0              # bytes of the internal context (UAPI layout + hidden fields)
+    ret_range: tuple[int, int] | None = None     # r0's range at exit (check_return_code); None: any
 
     def field_at(self, off: int) -> CtxField | None:
         """The field containing byte `off` of the context, None if none does."""
@@ -196,13 +197,13 @@ XDP_HELPERS = BASE_HELPERS | {25, 23, 28, 44, 51, 54, 65}
 CGROUP_SKB_HELPERS = SKB_HELPERS
 
 
-def _skb_type(name, readable, writable, helpers, returns, pkt_read, pkt_write):
+def _skb_type(name, readable, writable, helpers, returns, pkt_read, pkt_write, ret_range=None):
     if not pkt_read:
         readable = set(readable) - {"data", "data_end", "data_meta"}
     return ProgType(name, "struct __sk_buff", SK_BUFF_SIZE, None, ctx_readonly=not writable, r2_is_len=True,
                     needs_kern_version=False, helpers=frozenset(helpers), returns=returns,
                     fields=_fields(SK_BUFF_LAYOUT, readable, writable), packet="skb", pkt_write=pkt_write,
-                    hidden=_hidden(SK_BUFF_SIZE), kctx_size=_hidden(SK_BUFF_SIZE)[-1][1] + 8)
+                    hidden=_hidden(SK_BUFF_SIZE), kctx_size=_hidden(SK_BUFF_SIZE)[-1][1] + 8, ret_range=ret_range)
 
 
 PACKET_TYPES = {
@@ -221,7 +222,7 @@ PACKET_TYPES = {
     "cgroup_skb": _skb_type(
         "cgroup_skb", _SKB_ALL - {"tc_classid", "flow_keys", "data_meta"} - _SKB_TIME | {"tstamp"},
         {"mark", "priority", "cb", "tstamp"}, CGROUP_SKB_HELPERS,
-        "1 = allow the packet, 0 = drop it", pkt_read=True, pkt_write=False),
+        "1 = allow the packet, 0 = drop it", pkt_read=True, pkt_write=False, ret_range=(0, 1)),
     "xdp": ProgType(
         "xdp", "struct xdp_md", XDP_MD_SIZE, None, ctx_readonly=True, r2_is_len=True, needs_kern_version=False,
         helpers=XDP_HELPERS, returns="XDP_ABORTED 0, XDP_DROP 1, XDP_PASS 2, XDP_TX 3, XDP_REDIRECT 4",

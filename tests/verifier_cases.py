@@ -6,7 +6,7 @@ File format: cases separated by lines `=== NAME`; an optional `options:` line (`
 `>>> accept` or `>>> reject PC: MESSAGE` (PC a number or `-`; MESSAGE a substring of the refusal).
 Programs may name the maps of `case_runtime()`: hash8 (8-byte key and value), arr48 (array, 48-byte values),
 arr8 (array, 8-byte values), rb (ringbuf), jmp (prog_array), q (queue of 8-byte values), events
-(perf_event_array). `prog_type` may also name one of `TEST_PROG_TYPES`: packet program types built here from
+(perf_event_array), ro8 (frozen array of one 8-byte value, like .rodata). `prog_type` may also name one of `TEST_PROG_TYPES`: packet program types built here from
 the UAPI layouts of progtypes.py (the verifier reads only `ProgType.fields`), verified but not run.
 """
 from __future__ import annotations
@@ -68,27 +68,34 @@ def load_cases(directory: Path = CASE_DIR) -> list[Case]:
     return cases
 
 
-def _ptype(name: str, layout, size: int, readable, writable) -> ProgType:
-    """A packet program type from a UAPI layout: the fields named in `readable` (all when None) may be read,
-    those in `writable` written ("data"/"data_meta" writable: the program may store into the packet)."""
+def _ptype(name: str, layout, size: int, readable, writable, ret_range=None) -> ProgType:
+    """A packet program type (named as the kernel's) from a UAPI layout: the fields named in `readable` (all
+    when None) may be read, those in `writable` written ("data"/"data_meta" writable: the program may store
+    into the packet); ret_range: the kernel's check_return_code range."""
     fields = tuple(CtxField(n, off, sz, read=True, write=n in writable, kind=kind)
                    for n, off, sz, kind in layout if readable is None or n in readable)
     return ProgType(name, "test context", size, None, ctx_readonly=False, r2_is_len=False,
-                    needs_kern_version=False, helpers=None, returns="verdict", fields=fields)
+                    needs_kern_version=False, helpers=None, returns="verdict", fields=fields, ret_range=ret_range)
 
 
 _SKB_COMMON = {n for n, *_ in SK_BUFF_LAYOUT} - {"data", "data_end", "data_meta", "flow_keys", "sk",
                                                 "tstamp_type"}
 # The kernel's access rules of each type, reduced to the field tables the verifier reads.
 TEST_PROG_TYPES = {
-    "test_xdp": _ptype("test_xdp", XDP_MD_LAYOUT, XDP_MD_SIZE, None, {"data", "data_meta"}),
-    "test_tc": _ptype("test_tc", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end", "data_meta"},
+    "test_xdp": _ptype("xdp", XDP_MD_LAYOUT, XDP_MD_SIZE, None, {"data", "data_meta"}),
+    "test_tc": _ptype("sched_cls", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end", "data_meta"},
                       {"data", "data_meta", "mark", "priority", "tc_index", "cb", "tc_classid", "queue_mapping",
                        "tstamp"}),
-    "test_cgroup_skb": _ptype("test_cgroup_skb", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end"},
-                              {"mark", "priority", "cb"}),
-    "test_socket_filter": _ptype("test_socket_filter", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON, {"cb"}),
+    "test_cgroup_skb": _ptype("cgroup_skb", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON | {"data", "data_end"},
+                              {"mark", "priority", "cb"}, ret_range=(0, 1)),
+    "test_socket_filter": _ptype("socket_filter", SK_BUFF_LAYOUT, SK_BUFF_SIZE, _SKB_COMMON, {"cb"}),
+    # a tracepoint's record: read-only, any aligned read inside the kernel's PERF_MAX_TRACE_SIZE
+    "test_tracepoint": ProgType("tracepoint", "tracepoint record (test)", 2048, None, ctx_readonly=True,
+                                r2_is_len=False, needs_kern_version=False, helpers=None, returns="0/1"),
 }
+# libbpf's program type of an ELF section -> the test row that verifies it while bpfjit has no row of its own
+TEST_ROW_OF = {"xdp": "test_xdp", "sched_cls": "test_tc", "sched_act": "test_tc", "cgroup_skb": "test_cgroup_skb",
+               "socket_filter": "test_socket_filter", "tracepoint": "test_tracepoint"}
 
 
 def case_runtime() -> Runtime:
@@ -100,6 +107,9 @@ def case_runtime() -> Runtime:
     rt.add_map(ProgArrayMap(4, rt), "jmp")
     rt.add_map(QueueMap(8, 8), "q")
     rt.add_map(PerfEventArrayMap(1), "events")
+    ro = ArrayMap(4, 8, 1)
+    ro.freeze()
+    rt.add_map(ro, "ro8")
     if rt.helpers.get(44) is None:      # the kernel's xdp_adjust_head prototype (moves the packet)
         rt.helpers.register(Helper(44, "xdp_adjust_head", lambda ctx, *a: -1, ("ptr_to_ctx", "anything")))
     return rt

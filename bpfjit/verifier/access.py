@@ -283,7 +283,9 @@ def check_helper_mem(v, st, pc: int, regno: int, size_min: int, size_max: int, w
             check_init(frame, lo, hi, pc, lambda o, i: f"invalid indirect read from stack R{regno} off {o}+{i} "
                        f"size {size_max}")
         return
-    if stack_only:
+    if stack_only and not (t is MAP_VALUE and not write and getattr(reg.map, "frozen", False)):
+        # the seed's rule: on the stack; a read-only map value (.rodata, where clang puts a bpf_printk
+        # format) is constant too, and the kernel's MEM_RDONLY prototypes accept it
         raise err(f"R{regno} type={t} expected=fp", pc)
     if t is PKT or t is PKT_META:
         if not pkt_ok:

@@ -18,7 +18,7 @@ from . import scalar as S
 from .access import MAX_PACKET_OFF, MAX_VAR_OFF, check_mem, err, loaded
 from .cfg import CFG
 from .disasm import text as disasm
-from .helpers import check_call
+from .helpers import check_call, raw_ctx
 from .regs import (AT_PKT_END, BEYOND_PKT_END, CTX, FP, MAP_PTR, MAP_VALUE, MEM, MEMLEN_ID, NOT_INIT,
                    NOT_INIT_REG, OR_NULL, PKT, PKT_END, PKT_META, PKT_TYPES, SCALAR, UNKNOWN_REG, Reg, const,
                    ptr, scalar)
@@ -30,6 +30,7 @@ MAX_LOOP_STATES = 20_000     # distinct register states remembered per loop head
 CHECKPOINT_EVERY = 8          # processed instructions between stored states (loop heads: always)
 COMBINED_STACK = 512
 BITWISE = ("and", "or", "xor")
+LD_ABS_TYPES = frozenset({"raw", "socket_filter", "sched_cls", "sched_act"})   # the kernel's may_access_skb + raw
 
 
 class Checkpoint:
@@ -323,13 +324,30 @@ class Verifier:
         return self._call_local(pc, ins, st)
 
     def _h_ldabs(self, pc, f, ins, st, pending) -> int:
+        """The kernel's check_ld_abs: program types with an skb (LD_ABS_TYPES), r6 the unmodified context,
+        r1-r5 clobbered, r0 an unknown scalar (a load past the end exits with r0 = 0). Raw programs keep
+        r1-r5: bpfjit's engines define the loads over the run's mem without a call, and the cBPF converter
+        (bpfjit/cbpf) keeps A in r3 across `ldx msh`'s load."""
+        if self.ptype.name not in LD_ABS_TYPES:
+            raise err("BPF_LD_[ABS|IND] instructions not allowed for this program type", pc)
+        if ins.dst != 0 or ins.off != 0 or (f.op == "ldabs" and ins.src != 0):
+            raise err("BPF_LD_[ABS|IND] uses reserved fields", pc)
+        regs = st.cur.regs
+        r6 = self._read_reg(st, 6, pc)
+        if st.refs:
+            raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
+        if r6.type is not CTX and not raw_ctx(self, r6):
+            raise err("at the time of BPF_LD_ABS|IND R6 != pointer to skb", pc)
         if f.op == "ldind":
             r = self._read_reg(st, ins.src, pc)
             if r.type is not SCALAR:
                 raise err(f"R{ins.src} type={r.type} expected=scalar", pc)
-        if st.refs:
-            raise err("BPF_LD_[ABS|IND] cannot be mixed with socket references", pc)
-        st.cur.regs[0] = loaded(f.width // 8)
+        if r6.off or not (r6.s.is_const and r6.s.value == 0):
+            raise err(f"dereference of modified ctx ptr R6 off={r6.off + r6.s.value} disallowed", pc)
+        if self.ptype.name != "raw":      # the kernel's types: a helper call in disguise clobbers r1-r5
+            for r in range(1, 6):
+                regs[r] = NOT_INIT_REG
+        regs[0] = UNKNOWN_REG
         return pc + 1
 
     def _read_reg(self, st, r: int, pc: int) -> Reg:
@@ -552,10 +570,13 @@ class Verifier:
     def _pkt_jump(self, pc, op, ins, a, b, st, pending, target) -> int:
         """A 64-bit comparison of two pointers into the packet. `pkt' OP pkt_end` (and `pkt_meta' OP pkt`)
         in any order with an unsigned >, >=, <, <= teaches the side where pkt' <= pkt_end that the bytes
-        before pkt' are in the packet; other comparisons teach nothing."""
+        before pkt' are in the packet, == and != the side where they are equal; other comparisons teach
+        nothing."""
         pa, pb = ins.dst, ins.src
         if op in _FLIP and (b.type is PKT and a.type is PKT_END or b.type is PKT_META and _init_pkt(a)):
             a, b, pa, pb, op = b, a, pb, pa, _FLIP[op]      # now: pointer OP its end
+        if op in ("jeq", "jne"):
+            return self._pkt_eq_jump(pc, op, a, b, st, pending, target)
         if op not in _FLIP or not (a.type is PKT and b.type is PKT_END or a.type is PKT_META and _init_pkt(b)):
             other = st.copy()
             self._push(pending, target, pc, other)
@@ -571,6 +592,23 @@ class Verifier:
         self._find_good_pkt(good, a, good_open)
         if a.type is PKT and b.type is PKT_END:
             bad.frames[-1].regs[pa] = a.but(range=AT_PKT_END if good_open else BEYOND_PKT_END)
+        self._push(pending, target, pc, other)
+        return pc + 1
+
+    def _pkt_eq_jump(self, pc, op, a, b, st, pending, target) -> int:
+        """`pkt' == pkt_end` (or `pkt_meta' == pkt`), either order: where they are equal the bytes before
+        pkt' are in the packet; where they differ nothing is learned. A pointer known to be past the end
+        is never equal to it."""
+        if b.type is PKT and a.type is PKT_END or b.type is PKT_META and _init_pkt(a):
+            a, b = b, a
+        if not (a.type is PKT and b.type is PKT_END or a.type is PKT_META and _init_pkt(b)):
+            self._push(pending, target, pc, st.copy())
+            return pc + 1
+        eq_taken = op == "jeq"
+        if b.type is PKT_END and a.range == BEYOND_PKT_END:
+            return pc + 1 if eq_taken else target
+        other = st.copy()
+        self._find_good_pkt(other if eq_taken else st, a, False)
         self._push(pending, target, pc, other)
         return pc + 1
 
@@ -636,6 +674,10 @@ class Verifier:
             return callee.callsite + 1
         if r0.type is not SCALAR:
             raise err("R0 leaks addr as return value", pc)
+        rr = self.ptype.ret_range
+        if rr is not None and (r0.s.smin < rr[0] or r0.s.smax > rr[1]):
+            raise err(f"At program exit the register R0 has {_range_text(r0.s)} should have been in "
+                      f"[{rr[0]}, {rr[1]}]", pc)
         if st.refs:
             rid, apc = st.refs[0]
             raise err(f"Unreleased reference id={rid} alloc_insn={apc}", pc)
@@ -664,6 +706,12 @@ _FAMILY = {"ldx": "ldx", "ldxs": "ldx", "stx": "stx", "st": "st", "ja": "ja", "j
            "call": "call", "call_btf": "call", "callx": "callx", "call_local": "call_local", "ldabs": "ldabs",
            "ldind": "ldabs"}
 _FLIP = {"jgt": "jlt", "jlt": "jgt", "jge": "jle", "jle": "jge"}
+
+
+def _range_text(s) -> str:
+    """The kernel's verbose_invalid_scalar wording of a scalar's signed range."""
+    parts = ([f"smin={s.smin}"] if s.smin > S.S64MIN else []) + ([f"smax={s.smax}"] if s.smax < S.S64MAX else [])
+    return " ".join(parts) or "unknown scalar value"
 
 
 def _init_pkt(r: Reg) -> bool:

@@ -71,7 +71,7 @@ def check_call(v, st, pc: int, h) -> None:
             size = cmap.key_size if a == "ptr_to_map_key" else cmap.value_size
             check_helper_mem(v, st, pc, regno, size, size, False, pkt_ok=pkt_ok)
         elif a == "ptr_to_ctx":
-            if reg.type is not CTX and not _raw_ctx(v, reg):
+            if reg.type is not CTX and not raw_ctx(v, reg):
                 raise err(f"R{regno} type={reg.type} expected=ctx", pc)
             if reg.off or not (reg.s.is_const and reg.s.value == 0):
                 raise err(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed", pc)
@@ -139,7 +139,7 @@ def check_call(v, st, pc: int, h) -> None:
         regs[0] = UNKNOWN_REG
 
 
-def _raw_ctx(v, reg) -> bool:
+def raw_ctx(v, reg) -> bool:
     """A raw program's context is its memory (r1 at entry, unmoved: a tail-call target sees it at offset 0)."""
     return (v.ptype.name == "raw" and reg.type is MEM and not reg.ref and reg.off == 0 and reg.s.is_const
             and reg.s.value == 0)
