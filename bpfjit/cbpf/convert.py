@@ -211,10 +211,13 @@ def convert(prog: list[SockFilter], *, nhoff: int = 14, anc: dict | None = None)
                 if off is None:
                     _ret0(e)
                 else:
-                    e.ins(MOV64_X, R_TMP2, R_A)
+                    # A is kept in X across the load, as the kernel's converter does (LD ABS clobbers
+                    # r1-r5; X is overwritten anyway)
+                    e.ins(MOV64_X, R_X, R_A)
                     e.ins(LDABS[1], imm=off)
                     e.ins(ALU32 | 0x50 | EK, R_A, imm=0xF)
                     e.ins(ALU32 | 0x60 | EK, R_A, imm=2)
+                    e.ins(MOV64_X, R_TMP2, R_X)
                     e.ins(MOV64_X, R_X, R_A)
                     e.ins(MOV64_X, R_A, R_TMP2)
         elif kind == "st":
