@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import BPFError
+from . import watchdog
+from .errors import BPFError, ConfigError
 from .pipeline import prepare
 from .program import DEFAULT_CONFIG, Config, Program
 from .runenv import MAX_BENCH, _TLS, check_count, exclusive, records_view, thread_stack
@@ -35,6 +36,8 @@ class VM:
     def __init__(self, program: Program, engine: str = "interp", config: Config | None = None,
                  helpers=None, runtime=None):
         cls = _engine_class(engine)
+        _check_type(helpers, "helpers", "bpfjit.helpers.HelperRegistry", ".helpers.registry", "HelperRegistry")
+        _check_type(runtime, "runtime", "bpfjit.runtime.Runtime", ".runtime", "Runtime")
         self.prepared = prepare(program, config, helpers, runtime)
         self.program = program
         self.engine_name = engine
@@ -55,10 +58,14 @@ class VM:
         """Why Config(safety="auto") runs this program checked (a VerifierError), None when proven."""
         return self.prepared.verifier_error
 
-    def run(self, mem=None, *, readonly: bool = False) -> int:
+    def run(self, mem=None, *, readonly: bool = False, timeout: float | None = None) -> int:
         """Run once. mem (bytes-like or numpy array, per the program type) is the context: for raw programs
         r1 = its address and r2 = its length. numpy arrays, bytearrays and writable memoryviews are used in
         place; bytes are copied into a private buffer (`last_mem` shows the memory after the run).
+
+        timeout (seconds): the run stops with RuntimeFault(kind="timeout") once it has taken longer (checked
+        at every loop back-edge; code the verifier proved or Config(safety="trusted") code is not stopped,
+        see README "Safety"). Ctrl-C stops a run on the main thread with KeyboardInterrupt.
 
         One program runs per thread at a time (the kernel's bpf_prog_active): a nested run, e.g. from a
         Python helper, returns 0 without running.
@@ -68,7 +75,13 @@ class VM:
             return 0
         tls["active"] = True
         try:
-            return self.engine.run(mem, readonly)
+            if timeout is None:
+                return self.engine.run(mem, readonly)
+            req = watchdog.arm(watchdog.check_timeout(timeout))
+            try:
+                return self.engine.run(mem, readonly)
+            finally:
+                watchdog.disarm(req)
         finally:
             tls["active"] = False
 
@@ -77,30 +90,55 @@ class VM:
         """The memory of the last `run` (a numpy uint8 array), None if it had no mem."""
         return self.engine.last_mem
 
-    def run_batch(self, records, *, readonly: bool = False) -> np.ndarray:
+    def run_batch(self, records, *, readonly: bool = False, timeout: float | None = None) -> np.ndarray:
         """Run once per record; returns a uint64 array of r0 values (r1 = record address, r2 = its size).
 
         records: a C-contiguous numpy array whose first axis enumerates records (2-D uint8, or 1-D of a
         structured dtype). The JIT runs the whole batch in one native call. A fault raises RuntimeFault
-        with `.record` set to the index of the faulting record.
+        with `.record` set to the index of the faulting record. timeout (seconds) bounds the whole batch, as
+        in `run`.
         """
         flat, perms = records_view(self.ptype, records, readonly, self.config.mem_size)
+        seconds = watchdog.check_timeout(timeout) if timeout is not None else None
         with exclusive() as ok:
             if not ok:
                 return np.zeros(len(flat), dtype=np.uint64)
-            return self.engine.run_batch(flat, perms)
+            return _timed(seconds, self.engine.run_batch, flat, perms)
 
-    def bench(self, mem=None, n: int = 1000) -> int:
-        """Run n times on the same mem (natively in one call for the JIT); returns the last r0."""
+    def bench(self, mem=None, n: int = 1000, *, timeout: float | None = None) -> int:
+        """Run n times on the same mem (natively in one call for the JIT); returns the last r0. timeout
+        (seconds) bounds all n runs, as in `run`."""
         n = check_count(n, "n", MAX_BENCH)
+        seconds = watchdog.check_timeout(timeout) if timeout is not None else None
         with exclusive() as ok:
-            return self.engine.bench(mem, n) if ok else 0
+            return _timed(seconds, self.engine.bench, mem, n) if ok else 0
 
     def test_run(self, data_in=None, ctx_in=None, repeat: int = 1):
         """The kernel's BPF_PROG_TEST_RUN: `repeat` runs on a copy of the input -> TestRunResult(retval,
         data_out, ctx_out, duration ns per run). See testrun.py."""
         from .testrun import test_run
         return test_run(self, data_in=data_in, ctx_in=ctx_in, repeat=repeat)
+
+
+def _timed(seconds, fn, *args):
+    """fn(*args) under a timeout of `seconds` (None: none)."""
+    if seconds is None:
+        return fn(*args)
+    req = watchdog.arm(seconds)
+    try:
+        return fn(*args)
+    finally:
+        watchdog.disarm(req)
+
+
+def _check_type(obj, field: str, what: str, module: str, name: str) -> None:
+    """None or an instance of bpfjit's class `name` (imported from `module` only when obj is given)."""
+    if obj is None:
+        return
+    import importlib
+    cls = getattr(importlib.import_module(module, __package__), name)
+    if not isinstance(obj, cls):
+        raise ConfigError(f"must be a {what} or None; got {type(obj).__name__}", field)
 
 
 def run(program: Program | str | bytes, mem=None, engine: str = "interp", config: Config | None = None,

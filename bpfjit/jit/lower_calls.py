@@ -13,6 +13,18 @@ from .lower_abi import SubArgs
 
 
 class CallMixin:
+    # ---- safety (issue 8): the stop poll, kept apart from the call lowering ----
+    def emit_stop_poll(self, pc: int) -> None:
+        """Checked code, at each meter point (entry, call targets, back-edge targets: every cycle passes one):
+        fault "timeout" when the watchdog asked this thread's run to stop (state slot STOP; an atomic load,
+        so it is re-read on every pass). Proven and trusted code has no poll."""
+        b = self.b
+        stop = b.load_atomic(b.gep(self.st, [c64(S.STOP)]), "monotonic", 8)
+        go = self.fn.append_basic_block(f"pc{pc}_go")
+        b.cbranch(b.icmp_unsigned("!=", stop, c64(0)), self.fault_block("timeout", pc), go) \
+            .set_metadata("prof", self.low.weights_cold)
+        b.position_at_end(go)
+
     def emit_exit(self, pc, f, ins):
         b = self.b
         b.store(b.load(self.cnt), self.slot(S.COUNT))

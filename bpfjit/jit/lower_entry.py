@@ -49,11 +49,23 @@ def table_rows(b, st, rows=(0, 1)):
     return [b.load(b.gep(table, [c64(3 * r + k)])) for r in rows for k in range(3)]
 
 
+# ---- safety (issue 8): stop requests and used maps; kept apart from the rest of the entry code ----
+def clear_stale_interrupt(low, b, st) -> None:
+    """Checked code: a Ctrl-C request (STOP_INTERRUPT) left in the state from before this call is stale (Python
+    raised its KeyboardInterrupt already); a timeout request (STOP_TIMEOUT) stays. One cmpxchg, so a request
+    the watchdog writes meanwhile is never lost."""
+    if low.checked:
+        b.cmpxchg(_slot(b, st, S.STOP), c64(S.STOP_INTERRUPT), c64(0), "monotonic", "monotonic")
+
+
 def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
-    """Call subprogram 0, then the tail-call trampoline, then turn EXIT0 into r0 = 0."""
+    """Call subprogram 0, then the tail-call trampoline, then turn EXIT0 into r0 = 0. A tail-call target
+    installs its own helper table and used-maps bitmap; both are put back for the next run."""
     fn = b.function
     helpers_slot = _slot(b, st, S.HELPERS)
     saved_helpers = b.load(helpers_slot) if low.calls_helpers else None
+    maps_slot = _slot(b, st, S.USED_MAPS)
+    saved_maps = b.load(maps_slot) if low.calls_helpers else None
     res = b.call(low.subs[0], SubArgs.entry(st, r1, r2, r10, rows).flat(),
                  attrs=("alwaysinline",) if inline else ("noinline",))
     first = b.extract_value(res, 0)
@@ -75,8 +87,9 @@ def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
     r0.add_incoming(b.call(target, [st, b.load(_slot(b, st, S.TAIL_CTX)), r10]), hop)
     b.branch(loop)
     b.position_at_end(done)
-    if saved_helpers is not None:     # a tail-call target installs its own callback table
+    if saved_helpers is not None:     # a tail-call target installs its own callback table and used maps
         b.store(saved_helpers, helpers_slot)
+        b.store(saved_maps, maps_slot)
     is_exit0 = b.icmp_unsigned("==", b.load(kslot), c64(S.EXIT0))
     with b.if_then(is_exit0, likely=False):
         b.store(c64(0), kslot)
@@ -91,6 +104,7 @@ def emit_run_mem(low):
     table = b.inttoptr(b.load(_slot(b, st, S.TABLE)), I64P)
     for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
         b.store(v, b.gep(table, [c64(idx)]))
+    clear_stale_interrupt(low, b, st)
     for slot, v in ((S.MEM_START, r1), (S.MEM_LEN, r2), (S.F_KIND, c64(0)), (S.COUNT, c64(0)),
                     (S.TAIL, c64(0))):
         b.store(v, _slot(b, st, slot))
@@ -134,6 +148,7 @@ def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out)
     perms = b.load(b.gep(table, [c64(2)]))
     row1 = table_rows(b, st, (1,))
     is_bench = out is None
+    clear_stale_interrupt(low, b, st)
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I64)
@@ -151,7 +166,7 @@ def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out)
     if low.calls_helpers:
         for idx, v in ((0, r1), (1, b.add(r1, r2)), (2, perms)):
             b.store(v, b.gep(table, [c64(idx)]))
-    if low.uses_packet:
+    if low.uses_packet or low.calls_helpers:      # a tail-call target's ldabs reads them too
         b.store(r1, _slot(b, st, S.MEM_START))
         b.store(r2, _slot(b, st, S.MEM_LEN))
     if low.metered:

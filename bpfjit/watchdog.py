@@ -1,0 +1,176 @@
+"""Stopping runs from outside, for both engines: per-call timeouts and Ctrl-C.
+
+One daemon thread (started on first use) waits for the earliest armed deadline and, once `watch_sigint()`
+was called on the main thread, for SIGINT: Python's C-level signal handler writes the signal number to the
+wakeup fd (`signal.set_wakeup_fd`, installed only when nobody else has one), which wakes this thread even
+while the main thread is inside a long native call with the GIL released.
+
+Firing calls the hooks engines registered with `add_hook(fire, clear)`: `fire(ident, reason, request)` with
+reason STOP_TIMEOUT (the request of thread `ident` passed its deadline) or STOP_INTERRUPT (Ctrl-C, thread =
+the main thread, request None); `clear(ident)` after a fired request is disarmed. The interpreter lowers the
+running RunState's limit (its meter points then stop the run); the JIT writes the reason into the thread's
+state blocks, which checked code polls at its meter points. Nothing here knows an engine or runs a program.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import select
+import signal
+import socket
+import threading
+import time
+
+from .errors import ConfigError
+
+STOP_TIMEOUT = 1          # the same codes as jit/state.py STOP_* (a leaf module each; test_safety checks)
+STOP_INTERRUPT = 2
+MAX_TIMEOUT = 1e9         # seconds
+
+_lock = threading.Lock()
+_heap: list = []                              # (deadline, seq, StopRequest)
+_seq = itertools.count()
+ARMED: dict[int, "StopRequest"] = {}          # thread ident -> the armed request of its call in progress
+_HOOKS: list = []                             # (fire, clear)
+_thread: threading.Thread | None = None
+_wake_r = _wake_w = None                      # socketpair: arm() wakes the thread for an earlier deadline
+_sig_r = None                                 # read end of the signal wakeup fd (None: not watching)
+_sig_state = None                             # None: not tried yet; True: watching; False: someone else's fd
+
+
+class StopRequest:
+    """One armed timeout: the thread it stops, its deadline, whether it fired; `interp` is the interpreter's
+    RunState while one runs under this request."""
+    __slots__ = ("ident", "deadline", "fired", "done", "interp")
+
+    def __init__(self, ident: int, deadline: float):
+        self.ident, self.deadline = ident, deadline
+        self.fired = self.done = False
+        self.interp = None
+
+
+def check_timeout(timeout) -> float:
+    """A timeout from the caller: a positive finite number of seconds (<= MAX_TIMEOUT), else ConfigError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ConfigError(f"must be a number of seconds or None; got {type(timeout).__name__}", "timeout")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ConfigError(f"must be in (0, {MAX_TIMEOUT:g}] seconds; got {timeout!r}", "timeout")
+    return float(timeout)
+
+
+def add_hook(fire, clear=None) -> None:
+    """Register an engine's reaction to a stop (called under the watchdog's lock: keep it short)."""
+    _HOOKS.append((fire, clear))
+
+
+def arm(seconds: float) -> StopRequest:
+    """Arm a timeout of `seconds` for the calling thread's next runs (until `disarm`)."""
+    req = StopRequest(threading.get_ident(), time.monotonic() + seconds)
+    _start()
+    with _lock:
+        ARMED[req.ident] = req
+        heapq.heappush(_heap, (req.deadline, next(_seq), req))
+        first = _heap[0][2] is req
+    if first:
+        _wake()
+    return req
+
+
+def disarm(req: StopRequest) -> bool:
+    """End the request (before the watchdog fires it, or after); True if it fired. After a fired request the
+    engines clear their stop flags (no late fire can follow: both happen under the lock)."""
+    with _lock:
+        req.done = True
+        req.interp = None
+        if ARMED.get(req.ident) is req:
+            del ARMED[req.ident]
+        if req.fired:
+            for _, clear in _HOOKS:
+                if clear is not None:
+                    clear(req.ident)
+        return req.fired
+
+
+def watch_sigint() -> bool:
+    """Watch for Ctrl-C (call from the main thread; once). False when another wakeup fd is installed (an
+    asyncio loop's, say): then Ctrl-C reaches a native run only when it ends, and docs say so."""
+    global _sig_state, _sig_r
+    if _sig_state is not None:
+        return _sig_state
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    try:
+        old = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        old = None
+    if old != -1:
+        if old is not None:
+            signal.set_wakeup_fd(old)          # someone else listens: leave theirs in place
+        r.close()
+        w.close()
+        _sig_state = False
+        return False
+    _sig_r, _sig_state = r, True
+    _keep.append(w)
+    _start()
+    _wake()
+    return True
+
+
+_keep: list = []          # the wakeup fd's socket stays open for the life of the process
+
+
+def _start() -> None:
+    global _thread, _wake_r, _wake_w
+    if _thread is not None:
+        return
+    with _lock:
+        if _thread is not None:
+            return
+        _wake_r, _wake_w = socket.socketpair()
+        _wake_r.setblocking(False)
+        _wake_w.setblocking(False)
+        _thread = threading.Thread(target=_loop, name="bpfjit-watchdog", daemon=True)
+        _thread.start()
+
+
+def _wake() -> None:
+    try:
+        _wake_w.send(b"\0")
+    except (BlockingIOError, OSError):
+        pass                   # the thread has unread wake-ups already
+
+
+def _drain(sock) -> bytes:
+    try:
+        return sock.recv(4096)
+    except (BlockingIOError, OSError):
+        return b""
+
+
+def _fire(ident: int, reason: int, req) -> None:
+    for fire, _ in _HOOKS:
+        fire(ident, reason, req)
+
+
+def _loop() -> None:
+    while True:
+        with _lock:
+            now = time.monotonic()
+            while _heap and (_heap[0][2].done or _heap[0][0] <= now):
+                _, _, req = heapq.heappop(_heap)
+                if not req.done:
+                    req.fired = True
+                    _fire(req.ident, STOP_TIMEOUT, req)
+            wait = max(0.0, _heap[0][0] - now) if _heap else None
+        socks = [_wake_r] if _sig_r is None else [_wake_r, _sig_r]
+        ready, _, _ = select.select(socks, [], [], wait)
+        for s in ready:
+            data = _drain(s)
+            if s is _sig_r and signal.SIGINT in data and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                with _lock:
+                    _fire(threading.main_thread().ident, STOP_INTERRUPT, None)
