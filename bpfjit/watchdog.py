@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import os
 import select
 import signal
 import socket
@@ -28,7 +29,7 @@ STOP_TIMEOUT = 1          # the same codes as jit/state.py STOP_* (a leaf module
 STOP_INTERRUPT = 2
 MAX_TIMEOUT = 1e9         # seconds
 
-_lock = threading.Lock()
+lock = threading.Lock()          # guards everything here; engines take it to (un)register what hooks touch
 _heap: list = []                              # (deadline, seq, StopRequest)
 _seq = itertools.count()
 ARMED: dict[int, "StopRequest"] = {}          # thread ident -> the armed request of its call in progress
@@ -68,7 +69,7 @@ def arm(seconds: float) -> StopRequest:
     """Arm a timeout of `seconds` for the calling thread's next runs (until `disarm`)."""
     req = StopRequest(threading.get_ident(), time.monotonic() + seconds)
     _start()
-    with _lock:
+    with lock:
         ARMED[req.ident] = req
         heapq.heappush(_heap, (req.deadline, next(_seq), req))
         first = _heap[0][2] is req
@@ -80,7 +81,7 @@ def arm(seconds: float) -> StopRequest:
 def disarm(req: StopRequest) -> bool:
     """End the request (before the watchdog fires it, or after); True if it fired. After a fired request the
     engines clear their stop flags (no late fire can follow: both happen under the lock)."""
-    with _lock:
+    with lock:
         req.done = True
         req.interp = None
         if ARMED.get(req.ident) is req:
@@ -128,7 +129,7 @@ def _start() -> None:
     global _thread, _wake_r, _wake_w
     if _thread is not None:
         return
-    with _lock:
+    with lock:
         if _thread is not None:
             return
         _wake_r, _wake_w = socket.socketpair()
@@ -154,12 +155,32 @@ def _drain(sock) -> bytes:
 
 def _fire(ident: int, reason: int, req) -> None:
     for fire, _ in _HOOKS:
-        fire(ident, reason, req)
+        try:
+            fire(ident, reason, req)
+        except Exception:  # noqa: BLE001 - the watchdog thread must survive a hook's failure
+            pass
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no watchdog thread (and may not share the parent's wakeup socket): start over."""
+    global lock, _thread, _wake_r, _wake_w, _sig_r, _sig_state
+    lock = threading.Lock()
+    _heap.clear()
+    ARMED.clear()
+    if _sig_state:
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError):
+            pass
+    _thread = _wake_r = _wake_w = _sig_r = _sig_state = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _loop() -> None:
     while True:
-        with _lock:
+        with lock:
             now = time.monotonic()
             while _heap and (_heap[0][2].done or _heap[0][0] <= now):
                 _, _, req = heapq.heappop(_heap)
@@ -172,5 +193,5 @@ def _loop() -> None:
         for s in ready:
             data = _drain(s)
             if s is _sig_r and signal.SIGINT in data and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-                with _lock:
+                with lock:
                     _fire(threading.main_thread().ident, STOP_INTERRUPT, None)

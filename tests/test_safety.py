@@ -621,6 +621,48 @@ def test_a_timeout_that_does_not_pass_changes_nothing(engine):
     assert vm.run_batch(np.zeros((3, 4), np.uint8), timeout=60).tolist() == [7, 7, 7]
 
 
+def test_timeout_stops_a_run_with_python_helpers(engine):
+    """The general path (a Python helper: the JIT's ctypes callback) is stopped the same way."""
+    cfg = Config(insn_limit=None)
+    vm = helper_vm(engine, lambda ctx, *a: 1, "mov %r0, 0\nloop:\ncall 950\nja loop\nexit")
+    vm = VM(vm.program, engine, cfg, helpers=vm.helpers)
+    assert fault_of(lambda: vm.run(None, timeout=0.2)).key()[:2] == ("timeout", 1)
+    assert fault_of(lambda: vm.run_batch(np.zeros((2, 4), np.uint8), timeout=0.2)).kind == "timeout"
+
+
+def test_timeout_stops_only_its_own_thread(engine):
+    """A timeout armed in one thread stops that thread's run; runs in other threads go on."""
+    cfg = Config(insn_limit=None)
+    endless = VM(Program.from_asm(ENDLESS, cfg), engine, cfg)
+    quick = VM(Program.from_asm("ldxb %r0, [%r1]\nexit", cfg), engine, cfg)
+    got, done = {}, threading.Event()
+
+    def stopper():
+        try:
+            endless.run(None, timeout=0.3)
+        except RuntimeFault as e:
+            got["stopped"] = e.kind
+        finally:
+            done.set()
+
+    t = threading.Thread(target=stopper)
+    t.start()
+    results = []
+    while not done.is_set():
+        results.append(quick.run(np.array([len(results) % 200], np.uint8)))
+    t.join()
+    assert got == {"stopped": "timeout"}
+    assert results == [i % 200 for i in range(len(results))] and results
+
+
+def test_proven_code_runs_to_the_end_under_a_timeout(engine):
+    """A program the verifier proves terminates by proof: a timeout that does not pass changes nothing."""
+    vm = VM(Program.from_asm("mov %r0, 0\nmov %r1, 100\nl:\nadd %r0, 2\nsub %r1, 1\njne %r1, 0, l\nexit"),
+            engine)
+    assert vm.safety == "verified"
+    assert vm.run(None, timeout=60) == 200 and vm.bench(None, 3, timeout=60) == 200
+
+
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "1", True, 1e10])
 def test_bad_timeouts_are_refused(engine, timeout):
     vm = VM(PROG, engine)

@@ -57,6 +57,7 @@ def used_maps_bitmap(maps) -> np.ndarray:
 
 
 # ---- stopping a thread's runs (watchdog hooks): every state block is registered for its thread ----
+assert S.STOP == S.NSLOTS - 1, "JITEngine._state resets every slot before STOP"
 _THREAD_STATES: dict[int, weakref.WeakSet] = {}
 
 
@@ -69,11 +70,17 @@ class _StateBlock:
 
 
 def _register_state(holder) -> None:
+    """Register a new state block of this thread; a timeout of this thread's call that already fired stops
+    it too (it may be created during that call)."""
     ident = threading.get_ident()
-    states = _THREAD_STATES.get(ident)
-    if states is None:
-        states = _THREAD_STATES[ident] = weakref.WeakSet()
-    states.add(holder)
+    with watchdog.lock:
+        states = _THREAD_STATES.get(ident)
+        if states is None:
+            states = _THREAD_STATES[ident] = weakref.WeakSet()
+        states.add(holder)
+        req = watchdog.ARMED.get(ident)
+        if req is not None and req.fired:
+            holder.st[S.STOP] = watchdog.STOP_TIMEOUT
     if threading.current_thread() is threading.main_thread():
         watchdog.watch_sigint()
 
@@ -236,9 +243,7 @@ class JITEngine(Engine):
             _register_state(holder)
         st = holder.st
         table = self.region_table((mem_start, mem_start + mem_len, mem_perms))
-        stop = st[S.STOP]
-        st[:] = 0
-        st[S.STOP] = stop                  # a stop request may already be waiting (watchdog)
+        st[:S.STOP] = 0                    # all but STOP (the last slot): a stop request may be waiting
         self._fill_header(st, table)
         st[S.MEM_START] = mem_start
         st[S.MEM_LEN] = mem_len
