@@ -489,6 +489,28 @@ def test_batch_record_writing_the_previous_record(engine):
     assert_guard(whole) or not recs.any()
 
 
+@pytest.mark.parametrize("access", ["ldxb %r0, [%r1+16]", "stb [%r1-1], 1", "ldxb %r0, [%r10-4097]",
+                                    "stb [%r10+0], 1", "ldxdw %r0, [%r10-8]\nldxb %r0, [%r1+15]",
+                                    "lddw %r2, map_value(arr, 0)\nldxb %r0, [%r2+32]"])
+def test_run_bench_and_batch_check_alike(engine, access):
+    """bench and run_batch use the same regions and checks as run (issue 8 item 8): one outcome for each
+    access, also for a stack access next to a mem access (the stack is region row 1 in all three)."""
+    rt = runtime()
+    arr = ArrayMap(4, 8, 4, name="arr", value_type=np.uint64)
+    rt.add_map(arr)
+    vm = VM(rt.assemble(f"stdw [%r10-8], 0\n{access}\nexit"), engine, rt.config, runtime=rt)
+    whole, recs = guarded(32, 7)
+    recs = recs.reshape(2, 16)
+    outcomes = []
+    for call in (lambda: vm.run(recs[0]), lambda: vm.bench(recs[0], 3), lambda: vm.run_batch(recs[:1])):
+        try:
+            outcomes.append(("ok", int(np.asarray(call()).sum())))
+        except RuntimeFault as e:
+            outcomes.append(e.key())
+    assert outcomes[0] == outcomes[1] == outcomes[2], outcomes
+    assert_guard(whole)
+
+
 # ================================================================================ the meter (last_count)
 LOOP = "ldxb %r2, [%r1]\nmov %r0, 0\nloop:\njeq %r2, 0, +2\nadd %r2, -1\nja loop\nexit\n"
 
