@@ -39,6 +39,9 @@ BENCH_T = ctypes.CFUNCTYPE(_U64, _VP, _U64, _U64, _U64, _U64)
 HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
 
 _TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
+# part of every program module's cache key: the disk cache key has no hash of the lowering's source, so a
+# change of what compiled code does (here: the used-maps check and the stop poll of issue 8) must change it
+CODE_REV = "safety-2"
 
 
 def addr_of(arr: np.ndarray) -> int:
@@ -165,7 +168,7 @@ class JITEngine(Engine):
         callback table, whose address is part of the module and of its cache key)."""
         cfg, prog = self.config, self.prog
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
-        key = compiler.cache_key(self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
+        key = compiler.cache_key(CODE_REV, self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
                                  cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
                                  sorted(self._lddw.items()), table)
         c, hit = compiler.get_or_compile(key, _Build(prog, cfg, self._plan, self._lddw, kind, table),

@@ -52,10 +52,13 @@ def table_rows(b, st, rows=(0, 1)):
 # ---- safety (issue 8): stop requests and used maps; kept apart from the rest of the entry code ----
 def clear_stale_interrupt(low, b, st) -> None:
     """Checked code: a Ctrl-C request (STOP_INTERRUPT) left in the state from before this call is stale (Python
-    raised its KeyboardInterrupt already); a timeout request (STOP_TIMEOUT) stays. One cmpxchg, so a request
-    the watchdog writes meanwhile is never lost."""
+    raised its KeyboardInterrupt already); a timeout request (STOP_TIMEOUT) stays. A load, and only for a stale
+    one a cmpxchg, so a request the watchdog writes meanwhile is never lost."""
     if low.checked:
-        b.cmpxchg(_slot(b, st, S.STOP), c64(S.STOP_INTERRUPT), c64(0), "monotonic", "monotonic")
+        slot = _slot(b, st, S.STOP)
+        stale = b.icmp_unsigned("==", b.load_atomic(slot, "monotonic", 8), c64(S.STOP_INTERRUPT))
+        with b.if_then(stale, likely=False):
+            b.cmpxchg(slot, c64(S.STOP_INTERRUPT), c64(0), "monotonic", "monotonic")
 
 
 def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
@@ -149,12 +152,13 @@ def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out)
     row1 = table_rows(b, st, (1,))
     is_bench = out is None
     clear_stale_interrupt(low, b, st)
+    pre = b.block                  # the entry block, or the block after clear_stale_interrupt's branch
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I64)
     last = b.phi(I64)
-    i.add_incoming(c64(0), entry)
-    last.add_incoming(c64(0), entry)
+    i.add_incoming(c64(0), pre)
+    last.add_incoming(c64(0), pre)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
     r1, r2 = b.add(base, b.mul(i, stride)), length
