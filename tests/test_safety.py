@@ -785,14 +785,15 @@ def test_every_map_helper_refuses_a_map_the_program_was_not_loaded_with(engine, 
     program's own runtime) gets the helper's error result, and the map is unchanged."""
     from bpfjit.maps import QueueMap, RingBufMap
     rt = runtime()
-    mine = {"kv": HashMap(8, 8, 4, name="kv", value_type=np.uint64), "queue": QueueMap(8, 4, name="queue", value_type=np.uint64),
-            "ring": RingBufMap(4096, name="ring"), "jmp": ProgArrayMap(1, rt, name="jmp")}
+    mine = {"kv": HashMap(8, 8, 4, name="kv", value_type=np.uint64),
+            "queue": QueueMap(8, 4, name="queue", value_type=np.uint64), "ring": RingBufMap(4096, name="ring"), "jmp": ProgArrayMap(1, rt, name="jmp")}
     for m in mine.values():
         rt.add_map(m)
     home = rt if foreign == "same runtime, not referenced" else runtime()
     kind = FORGED_TARGET[helper]
     target = {"kv": lambda: HashMap(8, 8, 4, name="kv2", value_type=np.uint64),
-              "queue": lambda: QueueMap(8, 4, name="queue2", value_type=np.uint64), "ring": lambda: RingBufMap(4096, name="ring2"),
+              "queue": lambda: QueueMap(8, 4, name="queue2", value_type=np.uint64),
+              "ring": lambda: RingBufMap(4096, name="ring2"),
               "jmp": lambda: ProgArrayMap(1, home, name="jmp2")}[kind]()
     home.add_map(target)
     if kind == "kv":

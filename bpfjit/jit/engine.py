@@ -168,9 +168,9 @@ class JITEngine(Engine):
         callback table, whose address is part of the module and of its cache key)."""
         cfg, prog = self.config, self.prog
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
-        key = compiler.cache_key(CODE_REV, self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
-                                 cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
-                                 sorted(self._lddw.items()), table)
+        key = compiler.cache_key(CODE_REV, self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None,
+                                 cfg.max_call_depth, cfg.stack_size, cfg.opt_level, kind,
+                                 sorted(self._plan.entries.items()), sorted(self._lddw.items()), table)
         c, hit = compiler.get_or_compile(key, _Build(prog, cfg, self._plan, self._lddw, kind, table),
                                          cfg.opt_level, MODULE_KINDS[kind])
         self._modules[kind] = c           # keeps the machine code alive as long as this engine

@@ -3,7 +3,8 @@
 Each emitter fills a helper function `i64 (i64* state, i64 r1..r5)` that the lowering inlines into the
 program: it checks the map pointer (arena rule of arena.py, against the symbol `bpfmap_arena_bounds`), in
 checked mode that the map is one the running program was loaded with (the kernel's used_maps: the bitmap
-at state slot USED_MAPS, one bit per arena slot), its type, in checked mode the pointer arguments (jit.irlib.region_check_fn, the run's region table), then
+at state slot USED_MAPS, one bit per arena slot), its type, in checked mode the pointer arguments
+(jit.irlib.region_check_fn, the run's region table), then
 calls the runtime module's function (lib.py binds the symbols). Array lookups are inlined (bounds check
 + base + index * stride). tail_call reads the prog_array's table of `bpf_tail_entry` addresses and leaves
 a pending tail call in the state for the trampoline of bpf_run, and installs the target's used-maps bitmap
