@@ -614,6 +614,13 @@ def test_bench_timeout_stops_an_endless_loop(engine):
     assert fault_of(lambda: vm.bench(None, 5, timeout=0.2)).key()[:2] == ("timeout", 1)
 
 
+def test_timeout_stops_a_bench_of_loop_free_runs(engine):
+    """A loop-free program has no loop head to poll at: the bench (and batch) loop itself is stopped."""
+    vm = VM(Program.from_asm("mov %r0, 1\nexit"), engine, Config(safety="checked"))
+    err = fault_of(lambda: vm.bench(None, 10 ** 12, timeout=0.2))
+    assert (err.kind, err.pc) == ("timeout", 0)
+
+
 def test_timeout_fault_names_the_loop_head_and_the_record(engine):
     cfg = Config(insn_limit=None)
     vm = VM(Program.from_asm("ldxb %r0, [%r1]\njeq %r0, 0, +2\nloop:\nadd %r0, 1\nja loop\nexit", cfg), engine, cfg)

@@ -41,7 +41,7 @@ HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
 _TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
 # part of every program module's cache key: the disk cache key has no hash of the lowering's source, so a
 # change of what compiled code does (here: the used-maps check and the stop poll of issue 8) must change it
-CODE_REV = "safety-2"
+CODE_REV = "safety-3"
 
 
 def addr_of(arr: np.ndarray) -> int:

@@ -18,6 +18,7 @@ import re
 
 from llvmlite import ir
 
+from ..errors import FAULT_CODE
 from . import state as S
 from .irlib import I64, I64P, TAIL_ENTRY_FN, VOID, c64
 from .lower_abi import SubArgs
@@ -59,6 +60,28 @@ def clear_stale_interrupt(low, b, st) -> None:
         stale = b.icmp_unsigned("==", b.load_atomic(slot, "monotonic", 8), c64(S.STOP_INTERRUPT))
         with b.if_then(stale, likely=False):
             b.cmpxchg(slot, c64(S.STOP_INTERRUPT), c64(0), "monotonic", "monotonic")
+
+
+STOP_POLL_EVERY = 64      # checked batch/bench loops test STOP before every 64th run (a power of two)
+
+
+def poll_stop_every(low, b, st, i, fault) -> None:
+    """Checked code: before run i of a batch/bench loop with i % STOP_POLL_EVERY == 0, leave through `fault`
+    with F_KIND = timeout (pc 0; the record not run) when a stop is requested. Loop-free programs have no
+    poll of their own; loops poll at their heads (lower_calls.emit_stop_poll)."""
+    if not low.checked:
+        return
+    fn = b.function
+    check, stopped, go = (fn.append_basic_block(n) for n in ("stop_check", "stop_requested", "stop_go"))
+    b.cbranch(b.icmp_unsigned("==", b.and_(i, c64(STOP_POLL_EVERY - 1)), c64(0)), check, go)
+    b.position_at_end(check)
+    stop = b.load_atomic(_slot(b, st, S.STOP), "monotonic", 8)
+    b.cbranch(b.icmp_unsigned("!=", stop, c64(0)), stopped, go)
+    b.position_at_end(stopped)
+    b.store(c64(FAULT_CODE["timeout"]), _slot(b, st, S.F_KIND))
+    b.store(c64(0), _slot(b, st, S.F_PC))
+    b.branch(fault)
+    b.position_at_end(go)
 
 
 def call_program(low, b, st, r1, r2, r10, rows, inline: bool):
@@ -161,6 +184,7 @@ def _emit_loop(low, fn, inline: bool, st, base, stride, length, count, r10, out)
     last.add_incoming(c64(0), pre)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
+    poll_stop_every(low, b, st, i, fault)
     r1, r2 = b.add(base, b.mul(i, stride)), length
     if is_bench:
         barrier = ir.InlineAsm(ir.FunctionType(VOID, [I64]), "", "r,~{memory}", side_effect=True)
