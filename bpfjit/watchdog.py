@@ -3,7 +3,9 @@
 One daemon thread (started on first use) waits for the earliest armed deadline and, once `watch_sigint()`
 was called on the main thread, for SIGINT: Python's C-level signal handler writes the signal number to the
 wakeup fd (`signal.set_wakeup_fd`, installed only when nobody else has one), which wakes this thread even
-while the main thread is inside a long native call with the GIL released.
+while the main thread is inside a long native call with the GIL released. Python's default SIGINT handler
+is replaced by an equivalent that counts the SIGINTs Python handled (`_on_sigint`), so a SIGINT the main
+thread already turned into KeyboardInterrupt (it was running Python code) stops no later native run.
 
 Firing calls the hooks engines registered with `add_hook(fire, clear)`: `fire(ident, reason, request)` with
 reason STOP_TIMEOUT (the request of thread `ident` passed its deadline) or STOP_INTERRUPT (Ctrl-C, thread =
@@ -117,12 +119,35 @@ def watch_sigint() -> bool:
         return False
     _sig_r, _sig_state = r, True
     _keep.append(w)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     _start()
     _wake()
     return True
 
 
 _keep: list = []          # the wakeup fd's socket stays open for the life of the process
+_handled = [0]            # SIGINTs Python's handler has run for (main thread)
+_seen = [0]               # SIGINTs the watchdog has read from the wakeup fd
+
+
+def _on_sigint(signum, frame):
+    """Python's default Ctrl-C behaviour (KeyboardInterrupt), counted: a SIGINT the main thread has already
+    handled in Python when the watchdog reads it (the main thread was not in native code) stops nothing."""
+    _handled[0] += 1
+    signal.default_int_handler(signum, frame)
+
+
+def _interrupt_pending(data: bytes) -> bool:
+    """Whether a SIGINT read now should stop the main thread's native run."""
+    n = data.count(signal.SIGINT)
+    if not n:
+        return False
+    _seen[0] += n
+    handler = signal.getsignal(signal.SIGINT)
+    if handler is _on_sigint:
+        return _handled[0] < _seen[0]
+    return handler is signal.default_int_handler
 
 
 def _start() -> None:
@@ -192,6 +217,6 @@ def _loop() -> None:
         ready, _, _ = select.select(socks, [], [], wait)
         for s in ready:
             data = _drain(s)
-            if s is _sig_r and signal.SIGINT in data and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            if s is _sig_r and _interrupt_pending(data):
                 with lock:
                     _fire(threading.main_thread().ident, STOP_INTERRUPT, None)
