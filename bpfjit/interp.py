@@ -5,17 +5,22 @@ its registers and immediate (built from the expression tables below, compiled on
 R is the register list of the run, S its `RunState` (address space, frames, meter, helper context).
 Block leaders are wrapped with the instruction meter, which charges a whole basic block on entry exactly
 as the JIT does. Every memory access goes through the AddressSpace and faults with `RuntimeFault`.
+A run is stopped from outside (watchdog.py: a timeout) by lowering its RunState's limit: the next meter
+point (every cycle passes one) faults, and the run loop reports "timeout" instead of "insn_limit".
 The JIT must match this module bit for bit; semantics notes are in docs/semantics.md.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from . import isa
+from . import isa, watchdog
 from .engine import Engine
 from .errors import LoadError, RuntimeFault, fault, helper_fault, limit_fault
 from .helpers.registry import TailCall
 from .program import Program, block_costs, meter_points
+from .runenv import used_maps_of
 
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
@@ -336,9 +341,15 @@ class Interpreter(Engine):
         """Run from pc 0 with r1, r2 and r10 = stack_top; mem_start/mem_len bound legacy packet loads."""
         cfg = self.config
         helper_ctx.tail_calls = 0            # per run (bench reuses one context)
+        helper_ctx.used_maps = used_maps_of(self.prepared)
         limit = cfg.insn_limit if cfg.insn_limit is not None else 1 << 62
         S = RunState(aspace, limit, cfg.stack_size, cfg.max_call_depth, helper_ctx, mem_start, mem_len,
                      self.registry)
+        stop = watchdog.ARMED.get(threading.get_ident()) if watchdog.ARMED else None
+        if stop is not None:                 # a timeout is armed: let the watchdog reach this run
+            stop.interp = S
+            if stop.fired:
+                S.limit = -1
         R = [0] * 11
         R[1] = r1 & M64
         R[2] = r2 & M64
@@ -352,7 +363,9 @@ class Interpreter(Engine):
                         pc = code[pc](R, S)
                     break
                 except TailCall as tc:   # continue in the target: fresh registers and frame, same meter
-                    code = self._tail_target(tc.program).code
+                    target = self._tail_target(tc.program)
+                    code = target.code
+                    helper_ctx.used_maps = used_maps_of(target.prepared)
                     R = [0] * 11
                     R[1] = tc.ctx & M64
                     R[10] = stack_top
@@ -360,9 +373,23 @@ class Interpreter(Engine):
                     pc = 0
         except _ImplicitExit:
             R[0] = 0
+        except RuntimeFault as e:
+            if stop is not None and stop.fired and e.kind == "insn_limit":
+                raise fault("timeout", e.pc) from None
+            raise
         finally:
             self._count = S.count
         return R[0]
+
+
+def _stop_fire(ident: int, reason: int, req) -> None:
+    """watchdog hook: a timeout stops the interpreter run of that thread at its next meter point."""
+    s = req.interp if req is not None else None
+    if s is not None:
+        s.limit = -1
+
+
+watchdog.add_hook(_stop_fire)
 
 
 def _metered(inner, cost: int, pc: int):

@@ -132,12 +132,21 @@ def records_view(ptype, records, readonly: bool, min_size: int | None = None) ->
     n = len(records)
     if n > MAX_BATCH:
         raise ConfigError(f"at most {MAX_BATCH} records per batch; got {n}", "records")
-    stride = records.strides[0] if n else records.dtype.itemsize * int(np.prod(records.shape[1:], dtype=np.int64))
+    # the row size from the shape (C-contiguous: checked above); strides[0] is arbitrary for a single row
+    stride = records.dtype.itemsize * int(np.prod(records.shape[1:], dtype=np.int64))
     if n and stride <= 0:
         raise ConfigError("records must have a positive record size", "records")
     check_ctx_size(ptype, stride, "records", min_size if n else None)
     flat = records.reshape(n, -1).view(np.uint8).reshape(n, stride) if n else np.zeros((0, 0), np.uint8)
     return flat, PERM_R if readonly or ptype.ctx_readonly or not records.flags.writeable else PERM_RW
+
+
+def used_maps_of(prepared) -> frozenset:
+    """Descriptor addresses of the maps a prepared program was loaded with (the kernel's used_maps)."""
+    s = prepared.__dict__.get("_used_map_addrs")
+    if s is None:
+        s = prepared.__dict__["_used_map_addrs"] = frozenset(m.desc_addr for m in prepared.used_maps)
+    return s
 
 
 def check_count(n, what: str, limit: int) -> int:
@@ -240,7 +249,7 @@ class RunEnv:
 
     def helper_ctx(self, aspace) -> HelperContext:
         p = self.prepared
-        return HelperContext(aspace, p.program, p.runtime, config=p.config)
+        return HelperContext(aspace, p.program, p.runtime, config=p.config, used_maps=used_maps_of(p))
 
     def ctx_region(self, buf: np.ndarray | None, perms: int, name: str = "mem") -> Region | None:
         return Region(name, buf, perms) if buf is not None else None

@@ -994,6 +994,7 @@ def seam_registry():
 
 
 CTX_BYTE_ID = 1001
+FOREIGN_ID = 1002       # foreign_map(r1): a live map the program was not loaded with (issue 8, used_maps)
 
 
 def ctx_byte(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
@@ -1037,7 +1038,18 @@ class SeamRig:
     def __init__(self, case: SeamCase, engine: str):
         from bpfjit.maps import ArrayMap, HashMap, ProgArrayMap
         self.case = case
-        self.rt = Runtime(case.config, helpers=seam_registry(), kern_version=KPROBE_KV)
+        reg = seam_registry()
+        self.rt = Runtime(case.config, helpers=reg, kern_version=KPROBE_KV)
+        # maps no program of the case references: one of this runtime, one of another runtime; a Python
+        # helper hands out their addresses (r1 & 1 picks), so programs can forge map pointers to them
+        self.spare = HashMap(4, 8, 2, name="spare", key_type=np.uint32, value_type=np.uint64)
+        self.rt.add_map(self.spare)
+        self.alien_rt = Runtime(case.config, helpers=seam_registry(), kern_version=KPROBE_KV)
+        self.alien = HashMap(4, 8, 2, name="alien", key_type=np.uint32, value_type=np.uint64)
+        self.alien_rt.add_map(self.alien)
+        foreign = (self.alien.desc_addr, self.spare.desc_addr)
+        reg.register(Helper(FOREIGN_ID, "foreign_map", lambda ctx, r1=0, *a: foreign[r1 & 1],
+                            ("anything",), "integer"))
         self.arr = ArrayMap(4, ARR_VALUE, ARR_ENTRIES, name="arr")
         self.h = HashMap(4, 8, HASH_ENTRIES, name="h", value_type=np.uint64)
         self.jmp = ProgArrayMap(SEAM_SLOTS, self.rt, name="jmp")
@@ -1051,12 +1063,16 @@ class SeamRig:
 
     def reset(self) -> None:
         _arr_buf(self.arr)[:] = np.frombuffer(bytes(self.case.arr_init), dtype=np.uint8)
+        for m in (self.spare, self.alien):
+            m.clear()
+            m[0] = 0x5EC12E7
         self.h.clear()
         for k, v in self.case.hash_init.items():
             self.h[k] = v
 
     def maps_state(self) -> tuple:
-        return (_arr_buf(self.arr).tobytes(),
+        return (_arr_buf(self.arr).tobytes(), tuple(sorted((int(k), int(v)) for k, v in self.spare.items())),
+                tuple(sorted((int(k), int(v)) for k, v in self.alien.items())),
                 tuple(sorted((bytes(k) if not isinstance(k, int) else k.to_bytes(4, "little"), int(v))
                              for k, v in self.h.items())))
 
@@ -1198,6 +1214,16 @@ class SeamGenerator:
     def st_ctxhelper(self, in_target: bool) -> list[str]:
         return ["mov %r1, %r6", "mov %r2, %r7", "call ctx_byte", "add %r9, %r0", "mov %r1, %r6"]
 
+    def st_forged(self, in_target: bool) -> list[str]:
+        """A map helper with a forged pointer to a live map of the right type that the program was not
+        loaded with: lookup gets 0, update/delete -EINVAL, and the map stays as it was."""
+        s = self.s
+        op = s.pick(("lookup", "update", "delete"))
+        lines = [f"mov %r1, {s.int(0, 1)}", "call foreign_map", "mov %r1, %r0"] + self.key_on_stack(0)
+        if op == "update":
+            lines += ["stxdw [%r10-16], %r9", "mov %r3, %r10", "add %r3, -16", "mov %r4, 0"]
+        return lines + [f"call map_{op}_elem", "add %r9, %r0"]
+
     def st_ldabs(self, in_target: bool) -> list[str]:
         s = self.s
         size = s.pick((1, 2, 4))
@@ -1231,7 +1257,7 @@ class SeamGenerator:
         return [f"stxdw [%r10{off}], %r9", f"ldxdw %r7, [%r10{off}]"]
 
     STATEMENTS = {"lookup": 6, "update": 4, "delete": 2, "tail": 3, "py": 2, "ctx": 4, "alu": 4, "stack": 1,
-                  "ctxhelper": 1, "ldabs": 1}
+                  "ctxhelper": 1, "ldabs": 1, "forged": 1}
 
     def program(self, n: int, in_target: bool) -> str:
         s = self.s

@@ -3,10 +3,12 @@ tail_call 12, perf_event_output 25, map_push_elem 87, map_pop_elem 88, map_peek_
 130, ringbuf_reserve 131, ringbuf_submit 132, ringbuf_discard 133, ringbuf_query 134.
 
 Python implementations (the interpreter's) check the map pointer (a live descriptor of the right type:
-maps.arena.map_at) and then the pointer arguments against the run's address space, and call the compiled
+maps.arena.map_at, of a map the running program was loaded with: `HelperContext.used_maps`, the kernel's
+used_maps) and then the pointer arguments against the run's address space, and call the compiled
 map operations (maps/lib.py); the JIT's native twins (maps/emit.py, registered in NATIVE on import) make
 the same checks in the same order and call the same functions. Results:
-  - map pointer that is not a live map of a fitting type: lookup/reserve/query 0, others -EINVAL;
+  - map pointer that is not a live map of a fitting type, or a map the program was not loaded with (another
+    Runtime's, or one of its own runtime it does not reference): lookup/reserve/query 0, others -EINVAL;
   - unreadable key/value/data, or a pop/peek destination that is not writable: lookup 0, others -EFAULT;
   - tail_call: index >= max_entries or empty slot -ENOENT, tail_call_limit reached -E2BIG (r0 gets the
     value and execution continues); otherwise it never returns.
@@ -27,8 +29,12 @@ from .registry import Helper, TailCall
 emit.register(NATIVE)
 
 
-def _map(addr: int, cls):
-    """The live map at a descriptor address if it is a `cls` (a class, or a map type name), else None."""
+def _map(ctx, addr: int, cls):
+    """The live map at a descriptor address if the running program was loaded with it and it is a `cls`
+    (a class, or a map type name), else None."""
+    used = ctx.used_maps
+    if used is not None and addr not in used:
+        return None
     m = arena.map_at(addr)
     if isinstance(cls, str):
         return m if getattr(m, "map_type", None) == cls else None
@@ -40,14 +46,14 @@ def _readable(ctx, addr: int, size: int) -> bool:
 
 
 def map_lookup_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r1, KeyValueMap)
+    m = _map(ctx, r1, KeyValueMap)
     if m is None or not _readable(ctx, r2, m.key_size):
         return 0
     return lib().lookup(r1, r2, L.CPU_CURRENT, 0)
 
 
 def map_update_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r1, KeyValueMap)
+    m = _map(ctx, r1, KeyValueMap)
     if m is None:
         return -L.EINVAL
     if not (_readable(ctx, r2, m.key_size) and _readable(ctx, r3, m.value_size)):
@@ -56,7 +62,7 @@ def map_update_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def map_delete_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r1, KeyValueMap)
+    m = _map(ctx, r1, KeyValueMap)
     if m is None:
         return -L.EINVAL
     if not _readable(ctx, r2, m.key_size):
@@ -65,7 +71,7 @@ def map_delete_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def tail_call(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r2, "prog_array")
+    m = _map(ctx, r2, "prog_array")
     if m is None:
         return -L.EINVAL
     idx = r3 & 0xFFFFFFFF
@@ -81,7 +87,7 @@ def tail_call(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def perf_event_output(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    if _map(r2, PerfEventArrayMap) is None:
+    if _map(ctx, r2, PerfEventArrayMap) is None:
         return -L.EINVAL
     if not _readable(ctx, r4, r5):
         return -L.EFAULT
@@ -89,7 +95,7 @@ def perf_event_output(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def ringbuf_output(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    if _map(r1, RingBufMap) is None:
+    if _map(ctx, r1, RingBufMap) is None:
         return -L.EINVAL
     if not _readable(ctx, r2, r3):
         return -L.EFAULT
@@ -97,7 +103,7 @@ def ringbuf_output(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def ringbuf_reserve(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    return lib().rb_reserve(r1, r2, r3) if _map(r1, RingBufMap) is not None else 0
+    return lib().rb_reserve(r1, r2, r3) if _map(ctx, r1, RingBufMap) is not None else 0
 
 
 def ringbuf_submit(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
@@ -111,7 +117,7 @@ def ringbuf_discard(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 
 def map_push_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    m = _map(r1, QueueMap)
+    m = _map(ctx, r1, QueueMap)
     if m is None:
         return -L.EINVAL
     if not _readable(ctx, r2, m.value_size):
@@ -121,7 +127,7 @@ def map_push_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 def _pop(peek: int):
     def pop(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-        m = _map(r1, QueueMap)
+        m = _map(ctx, r1, QueueMap)
         if m is None:
             return -L.EINVAL
         if ctx.aspace.find(r2, m.value_size, PERM_W) is None:
@@ -135,7 +141,7 @@ map_pop_elem, map_peek_elem = _pop(0), _pop(1)
 
 
 def ringbuf_query(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
-    return lib().rb_query(r1, r2) if _map(r1, RingBufMap) is not None else 0
+    return lib().rb_query(r1, r2) if _map(ctx, r1, RingBufMap) is not None else 0
 
 
 MAP_HELPERS = [

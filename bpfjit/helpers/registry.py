@@ -57,6 +57,8 @@ class HelperContext:
     pc: int = -1                # pc of the call (set by the interpreter; -1 in the JIT)
     config: object = None       # program.Config of the run
     tail_calls: int = 0         # tail calls taken so far in this run (interpreter)
+    used_maps: frozenset | None = None   # descriptor addresses of the maps the running program was loaded
+                                         # with (map helpers refuse others); None: any live map
 
 
 class TailCall(Exception):

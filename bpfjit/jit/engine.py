@@ -4,18 +4,27 @@ It decides how each helper is reached (native IR twin, or a ctypes callback into
 implementation), resolves lddw pseudo values, compiles through the cache, and calls the native entry
 points with the GIL released (ctypes foreign calls). Faults written by native code into the state block
 are raised as the same `RuntimeFault` the interpreter raises.
+
+The state block's header (limits, region table, helper table, stack top, used-maps bitmap) is filled by ONE
+function, `_fill_header`, for the general path and the per-thread fast runner alike. Every state block is
+registered for its thread, so the watchdog (watchdog.py) can stop that thread's checked runs (timeouts,
+Ctrl-C on the main thread) through the STOP slot that checked code polls at its meter points.
 """
 from __future__ import annotations
 
 import ctypes
 import threading
 from typing import Any
+import weakref
 
 import numpy as np
 
 from ..engine import Engine
 from ..errors import (FAULT_CODE, FAULT_KINDS, LIMITS, MEMORY_KINDS, RuntimeFault, Where, fault, helper_fault,
                       limit_fault, memory_fault)
+from .. import watchdog
+from ..maps import arena
+from ..maps import layout as L
 from ..memory import PERM_R, PERM_RW, PERM_W
 from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer
 from . import compiler
@@ -30,11 +39,70 @@ ENTRY_T = ctypes.CFUNCTYPE(_U64, _VP)        # bpf_entry(state) -> r0 of the las
 HELPER_T = ctypes.CFUNCTYPE(_U64, _U64, _U64, _U64, _U64, _U64, _U64)
 
 _TLS = threading.local()      # .ctx: HelperContext of the run in progress; .state; .error
+# part of every program module's cache key: the disk cache key has no hash of the lowering's source, so a
+# change of what compiled code does (here: the used-maps check and the stop poll of issue 8) must change it
+CODE_REV = "safety-3"
 
 
 def addr_of(arr: np.ndarray) -> int:
     """Address of a numpy array's data (cheaper than arr.ctypes.data, which builds a ctypes object)."""
     return arr.__array_interface__["data"][0]
+
+
+def used_maps_bitmap(maps) -> np.ndarray:
+    """One bit per arena slot, set for the maps a program was loaded with (pipeline.Prepared.used_maps): the
+    kernel's used_maps as checked map helpers test it (maps/emit.py guard_map)."""
+    bits = np.zeros(L.MAX_MAPS // 64, dtype=np.uint64)
+    for m in maps:
+        slot = (m.desc_addr - arena.ARENA_START) // L.DESC_BYTES
+        bits[slot >> 6] |= np.uint64(1 << (slot & 63))
+    return bits
+
+
+# ---- stopping a thread's runs (watchdog hooks): every state block is registered for its thread ----
+assert S.STOP == S.NSLOTS - 1, "JITEngine._state resets every slot before STOP"
+_THREAD_STATES: dict[int, weakref.WeakSet] = {}
+
+
+class _StateBlock:
+    """The general path's per-thread state block (numpy), registered like a FastRunner's."""
+    __slots__ = ("st", "__weakref__")
+
+    def __init__(self):
+        self.st = np.zeros(S.NSLOTS, dtype=np.uint64)
+
+
+def _register_state(holder) -> None:
+    """Register a new state block of this thread; a timeout of this thread's call that already fired stops
+    it too (it may be created during that call)."""
+    ident = threading.get_ident()
+    with watchdog.lock:
+        states = _THREAD_STATES.get(ident)
+        if states is None:
+            states = _THREAD_STATES[ident] = weakref.WeakSet()
+        states.add(holder)
+        req = watchdog.ARMED.get(ident)
+        if req is not None and req.fired:
+            holder.st[S.STOP] = watchdog.STOP_TIMEOUT
+    if threading.current_thread() is threading.main_thread():
+        watchdog.watch_sigint()
+
+
+def _stop_fire(ident: int, reason: int, req) -> None:
+    for h in list(_THREAD_STATES.get(ident, ())):
+        h.st[S.STOP] = reason
+
+
+def _stop_clear(ident: int) -> None:
+    for h in list(_THREAD_STATES.get(ident, ())):
+        h.st[S.STOP] = 0
+
+
+watchdog.add_hook(_stop_fire, _stop_clear)
+
+
+def _signals_run() -> None:
+    """A Python-level call: the interpreter runs pending signal handlers here (a pending Ctrl-C raises)."""
 
 
 def _callback(helper):
@@ -77,6 +145,8 @@ class JITEngine(Engine):
                                                       for m in prepared.used_maps)
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
         self._helper_table_addr = addr_of(self.helper_table)
+        self.used_maps = used_maps_bitmap(prepared.used_maps)
+        self.used_maps_address = addr_of(self.used_maps)
         self._lddw = prepared.lddw
         self._plan = plan
         self._modules: dict[str, compiler.Compiled] = {}
@@ -99,9 +169,9 @@ class JITEngine(Engine):
         engine's callback table, whose address is part of the module and of its cache key)."""
         cfg, prog = self.config, self.prog
         table = self._helper_table_addr if kind == "tail" and self.callbacks else 0
-        key = compiler.cache_key(self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None, cfg.max_call_depth,
-                                 cfg.stack_size, cfg.opt_level, kind, sorted(self._plan.entries.items()),
-                                 sorted(self._lddw.items()), table)
+        key = compiler.cache_key(CODE_REV, self.prepared.code_key(), cfg.checked, cfg.insn_limit is not None,
+                                 cfg.max_call_depth, cfg.stack_size, cfg.opt_level, kind,
+                                 sorted(self._plan.entries.items()), sorted(self._lddw.items()), table)
         c, hit = compiler.get_or_compile(key, _Build(prog, cfg, self._plan, self._lddw, kind, table),
                                          cfg.opt_level, MODULE_KINDS[kind])
         self._modules[kind] = c           # keeps the machine code alive as long as this engine
@@ -144,12 +214,6 @@ class JITEngine(Engine):
         st = self._last_state
         return int(st[S.COUNT]) if st is not None else 0
 
-    def fast_runner(self, rows, stack_top: int) -> "FastRunner | None":
-        """A per-thread runner for repeated runs with no Python helper involved, else None."""
-        if self.callbacks:
-            return None
-        return FastRunner(self, rows, stack_top, self.env.runtime_regions())
-
     # ---- preparation ----
     def _plan_helpers(self):
         """How compiled code reaches each helper the program can call: its native twin, or a slot in the
@@ -166,26 +230,41 @@ class JITEngine(Engine):
         return HelperPlan(entries), callbacks
 
     # ---- state ----
-    def _state(self, aspace, mem_start: int, mem_len: int, stack_top: int, mem_perms: int = 3, skip=None):
-        """The thread's state block for a run over `aspace`; region row 0 is reserved for the run's mem
-        (bpf_entry writes it), the address space's rows follow (but `skip`)."""
-        st = getattr(_TLS, "state", None)
-        if st is None:
-            st = _TLS.state = np.zeros(S.NSLOTS, dtype=np.uint64)
-            _TLS.state_addr = addr_of(st)
-        rows = [(mem_start, mem_start + mem_len, mem_perms)] + \
-            [(r.start, r.end, r.perms) for r in aspace.regions if r is not skip]
-        table = np.array(rows + [(0, 0, 0)] * max(0, 2 - len(rows)), dtype=np.uint64).reshape(-1)
-        st[:] = 0
+    def region_table(self, mem_row=(0, 0, 0)) -> np.ndarray:
+        """The native region table of a run: row 0 the run's mem (bpf_entry rewrites it for
+        each run), row 1 the thread's stack, then the runtime's map regions. run, run_batch and bench use the same
+        rows (checked code tests rows 0 and 1 inline, the rest through bpf_check_slow)."""
+        stack = self.env.stack()
+        rows = [mem_row, (stack.start, stack.end, PERM_RW)] + \
+            [(r.start, r.end, r.perms) for r in self.env.runtime_regions()]
+        return np.array(rows, dtype=np.uint64).reshape(-1)
+
+    def _fill_header(self, st, table: np.ndarray) -> None:
+        """The state header every entry point expects (one place for the general and the fast path)."""
         lim = self.config.insn_limit
         st[S.LIMIT] = lim if lim is not None else M64
         st[S.TABLE] = addr_of(table)
         st[S.NREGIONS] = len(table) // 3
+        st[S.HELPERS] = self._helper_table_addr
+        st[S.STACK_TOP] = self.env.stack().end
+        st[S.TAIL_LIMIT] = self.config.tail_call_limit
+        st[S.USED_MAPS] = self.used_maps_address
+
+    def _state(self, mem_start: int, mem_len: int, mem_perms: int = PERM_RW, table: np.ndarray | None = None):
+        """The thread's general-path state block, reset for a run over [mem_start, mem_start + mem_len)
+        (`table`: the region rows when they are not region_table's, as for packet runs)."""
+        holder = getattr(_TLS, "state", None)
+        if holder is None:
+            holder = _TLS.state = _StateBlock()
+            _TLS.state_addr = addr_of(holder.st)
+            _register_state(holder)
+        st = holder.st
+        if table is None:
+            table = self.region_table((mem_start, mem_start + mem_len, mem_perms))
+        st[:S.STOP] = 0                    # all but STOP (the last slot): a stop request may be waiting
+        self._fill_header(st, table)
         st[S.MEM_START] = mem_start
         st[S.MEM_LEN] = mem_len
-        st[S.HELPERS] = self._helper_table_addr
-        st[S.STACK_TOP] = stack_top
-        st[S.TAIL_LIMIT] = self.config.tail_call_limit
         return st, table
 
     def _raise_fault(self, st, ctx_name: str = "mem", row0: tuple[int, int, int] | None = None) -> None:
@@ -194,6 +273,10 @@ class JITEngine(Engine):
         `row0` replaces it when the table does not hold the faulting record's bounds)."""
         kind = FAULT_KINDS[int(st[S.F_KIND])]
         pc = int(st[S.F_PC])
+        if kind == "timeout" and int(st[S.STOP]) == watchdog.STOP_INTERRUPT:
+            st[S.STOP] = 0
+            _signals_run()               # Python's own handler raises KeyboardInterrupt here ...
+            raise KeyboardInterrupt      # ... unless it already ran
         err, _TLS.error = getattr(_TLS, "error", None), None
         if err is not None and not isinstance(err, Exception):
             raise err                # KeyboardInterrupt, SystemExit ... from a Python helper, after the unwind
@@ -232,9 +315,7 @@ class JITEngine(Engine):
         fr = self._local.__dict__.get("fast")
         regions = self.env.runtime_regions()
         if fr is None or fr.regions_src is not regions:
-            stack = self.env.stack()
-            rows = [(stack.start, stack.end, PERM_RW)] + [(r.start, r.end, r.perms) for r in regions]
-            fr = self._local.fast = FastRunner(self, rows, stack.end, regions)
+            fr = self._local.fast = FastRunner(self, regions)
         return fr
 
     def _checked_twin(self) -> "JITEngine":
@@ -266,7 +347,7 @@ class JITEngine(Engine):
         env = self.env
         buf, perms, aspace, r1, r2 = env.open(mem, readonly)
         self._last_mem = buf
-        st, table = self._state(aspace, r1, r2, env.stack().end, perms)
+        st, table = self._state(r1, r2, perms)
         _TLS.ctx = env.helper_ctx(aspace)
         r0 = self._call_entry(st, r1, r2, perms)
         self._last_state = st
@@ -291,7 +372,7 @@ class JITEngine(Engine):
         aspace = env.address_space(record_region)
         base = addr_of(records)
         top = env.stack().end
-        st, table = self._state(aspace, base, stride, top, perms, skip=record_region)
+        st, table = self._state(base, stride, perms)
         _TLS.ctx = env.helper_ctx(aspace)
         _TLS.batch = (records, record_region) if self._reaches_python else None
         try:
@@ -315,8 +396,10 @@ class JITEngine(Engine):
             return self._checked_twin().bench(mem, n)
         buf, perms, aspace, r1, r2 = env.open(mem, False)
         self._last_mem = buf
+        if n == 0:                   # no run: the meter keeps the count of the last one (as the interpreter)
+            return 0
         top = env.stack().end
-        st, table = self._state(aspace, r1, r2, top, perms)
+        st, table = self._state(r1, r2, perms)
         _TLS.ctx = env.helper_ctx(aspace)
         r0 = self._call_entry(st, r1, r2, perms, n)
         self._last_state = st
@@ -358,29 +441,24 @@ class FastRunner:
     memoryviews in place, the address of the last array remembered; bytes copied into a scratch buffer) and
     passes only (address, length, permissions) to bpf_entry. Input is checked as runenv.ctx_buffer does."""
     __slots__ = ("engine", "st", "st_addr", "table", "call", "regions_src", "ptype", "last_obj", "last_addr",
-                 "last_size", "scratch", "scratch_addr", "min_size")
+                 "last_size", "scratch", "scratch_addr", "min_size", "__weakref__")
 
-    def __init__(self, engine: JITEngine, rows, stack_top: int, regions_src):
+    def __init__(self, engine: JITEngine, regions_src):
         self.engine = engine
         self.regions_src = regions_src
         self.ptype = engine.env.ptype
         self.min_size = engine.env.min_size
-        self.table = np.array([(0, 0, 0)] + list(rows), dtype=np.uint64).reshape(-1)
+        self.table = engine.region_table()
         st = self.st = (ctypes.c_uint64 * S.NSLOTS)()
         self.st_addr = ctypes.addressof(st)
-        lim = engine.config.insn_limit
-        st[S.LIMIT] = lim if lim is not None else M64
-        st[S.TABLE] = addr_of(self.table)
-        st[S.NREGIONS] = len(self.table) // 3
-        st[S.HELPERS] = engine._helper_table_addr
-        st[S.STACK_TOP] = stack_top
-        st[S.TAIL_LIMIT] = engine.config.tail_call_limit
+        engine._fill_header(st, self.table)
+        _register_state(self)
         self.call = engine._program_module()
         st[S.ARG_STRIDE] = 0
         st[S.ARG_COUNT] = 1
         st[S.ARG_OUT] = self.st_addr + 8 * S.RESULT
         st[S.ARG_OMASK] = 0
-        self.last_obj: Any = None     # the last numpy array run (kept alive, so its address stays valid)
+        self.last_obj: Any = None         # the last numpy array run (kept alive, so its address stays valid)
         self.last_addr = self.last_size = 0
         self.scratch = np.zeros(256, dtype=np.uint8)
         self.scratch_addr = addr_of(self.scratch)

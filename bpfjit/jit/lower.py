@@ -316,6 +316,8 @@ class FunctionLowering(AluMixin, MemoryMixin, CallMixin):
         self.plan = self.plan_block(pcs)
         heads = [pc for pc in pcs if self.plan.get(pc, ("",))[0] == "head"]
         self.cold_entry = {pc: self.fn.append_basic_block(f"pc{pc}_cold") for pc in heads}
+        if low.checked and self.polls_at(start):      # runs can be stopped (lower_calls.emit_stop_poll)
+            self.emit_stop_poll(start)
         if low.metered:
             c = b.add(b.load(self.cnt), c64(low.costs[start]))
             if start in low.meter_points:

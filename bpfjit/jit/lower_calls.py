@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from llvmlite import ir
 
 from . import state as S
+from ..program import jump_target
 from .irlib import HELPER_FN, I64, I64P, RET, c64
 from .lower_abi import SubArgs
 
@@ -17,6 +18,29 @@ from .lower_abi import SubArgs
 class CallMixin:
     if TYPE_CHECKING:       # a mixin: every other attribute is the FunctionLowering (lower.py)'s
         def __getattr__(self, name: str) -> Any: ...
+
+    # ---- safety (issue 8): the stop poll, kept apart from the call lowering ----
+    def polls_at(self, pc: int) -> bool:
+        """Checked code polls STOP at every back-edge target (every cycle passes one; local calls are bounded
+        by max_call_depth); the batch and bench loops poll every STOP_POLL_EVERY runs (lower_entry)."""
+        heads = self.low.__dict__.get("_loop_heads")
+        if heads is None:
+            low = self.low
+            heads = low._loop_heads = {t for pc_, f in enumerate(low.forms) if f is not None
+                                       for t in (jump_target(pc_, low.insns[pc_], f),)
+                                       if t is not None and f.op != "call_local" and t <= pc_}
+        return pc in heads
+
+    def emit_stop_poll(self, pc: int) -> None:
+        """Fault "timeout" when the watchdog asked this thread's run to stop (state slot STOP; an atomic
+        load, so it is re-read on every pass). Proven and trusted code has no poll."""
+        b = self.b
+        stop = b.load_atomic(b.gep(self.st, [c64(S.STOP)]), "monotonic", 8)
+        go = self.fn.append_basic_block(f"pc{pc}_go")
+        b.cbranch(b.icmp_unsigned("!=", stop, c64(0)), self.fault_block("timeout", pc), go) \
+            .set_metadata("prof", self.low.weights_cold)
+        b.position_at_end(go)
+
     def emit_exit(self, pc, f, ins):
         b = self.b
         b.store(b.load(self.cnt), self.slot(S.COUNT))

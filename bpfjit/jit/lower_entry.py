@@ -18,6 +18,7 @@ import re
 
 from llvmlite import ir
 
+from ..errors import FAULT_CODE
 from . import state as S
 from .irlib import I64, I64P, TAIL_ENTRY_FN, VOID, c64
 from .lower_abi import Host, SubArgs
@@ -49,6 +50,40 @@ def table_rows(b, st, rows=(0, 1)):
     return [b.load(b.gep(table, [c64(3 * r + k)])) for r in rows for k in range(3)]
 
 
+# ---- safety (issue 8): stop requests and used maps; kept apart from the rest of the entry code ----
+def clear_stale_interrupt(low, b, st) -> None:
+    """Checked code: a Ctrl-C request (STOP_INTERRUPT) left in the state from before this call is stale (Python
+    raised its KeyboardInterrupt already); a timeout request (STOP_TIMEOUT) stays. A load, and only for a stale
+    one a cmpxchg, so a request the watchdog writes meanwhile is never lost."""
+    if low.checked:
+        slot = _slot(b, st, S.STOP)
+        stale = b.icmp_unsigned("==", b.load_atomic(slot, "monotonic", 8), c64(S.STOP_INTERRUPT))
+        with b.if_then(stale, likely=False):
+            b.cmpxchg(slot, c64(S.STOP_INTERRUPT), c64(0), "monotonic", "monotonic")
+
+
+STOP_POLL_EVERY = 64      # checked batch/bench loops test STOP before every 64th run (a power of two)
+
+
+def poll_stop_every(low, b, st, i, fault) -> None:
+    """Checked code: before run i of a batch/bench loop with i % STOP_POLL_EVERY == 0, leave through `fault`
+    with F_KIND = timeout (pc 0; the record not run) when a stop is requested. Loop-free programs have no
+    poll of their own; loops poll at their heads (lower_calls.emit_stop_poll)."""
+    if not low.checked:
+        return
+    fn = b.function
+    check, stopped, go = (fn.append_basic_block(n) for n in ("stop_check", "stop_requested", "stop_go"))
+    b.cbranch(b.icmp_unsigned("==", b.and_(i, c64(STOP_POLL_EVERY - 1)), c64(0)), check, go)
+    b.position_at_end(check)
+    stop = b.load_atomic(_slot(b, st, S.STOP), "monotonic", 8)
+    b.cbranch(b.icmp_unsigned("!=", stop, c64(0)), stopped, go)
+    b.position_at_end(stopped)
+    b.store(c64(FAULT_CODE["timeout"]), _slot(b, st, S.F_KIND))
+    b.store(c64(0), _slot(b, st, S.F_PC))
+    b.branch(fault)
+    b.position_at_end(go)
+
+
 def signals_after_run(low) -> bool:
     """Can the state's fault slot hold something the entry must look at after a run (a pending tail call or
     an implicit exit) -- else a run that returned normally has no fault."""
@@ -59,10 +94,13 @@ def run_program(low, b, st, r1, r2, r10, rows, emit_inline=None, entry_builder=N
                 fault_block=None):
     """One run of subprogram 0 (called, or with emit_inline(host) emitted right here, faults going to
     fault_block unless a tail call or implicit exit must be looked at first), then the tail-call
-    trampoline, then EXIT0 turned into r0 = 0. Returns r0; b is left where the run has ended."""
+    trampoline, then EXIT0 turned into r0 = 0. Returns r0; b is left where the run has ended. A tail-call
+    target installs its own helper table and used-maps bitmap; both are put back for the next run."""
     fn = b.function
     helpers_slot = _slot(b, st, S.HELPERS)
     saved_helpers = b.load(helpers_slot) if low.calls_helpers else None
+    maps_slot = _slot(b, st, S.USED_MAPS)
+    saved_maps = b.load(maps_slot) if low.calls_helpers else None
     args = SubArgs.entry(st, r1, r2, r10, rows)
     if emit_inline is None:
         first = b.extract_value(b.call(low.subs[0], args.flat()), 0)
@@ -91,8 +129,9 @@ def run_program(low, b, st, r1, r2, r10, rows, emit_inline=None, entry_builder=N
     r0.add_incoming(b.call(target, [st, b.load(_slot(b, st, S.TAIL_CTX)), r10]), hop)
     b.branch(loop)
     b.position_at_end(done)
-    if saved_helpers is not None:     # a tail-call target installs its own callback table
+    if saved_helpers is not None:     # a tail-call target installs its own callback table and used maps
         b.store(saved_helpers, helpers_slot)
+        b.store(saved_maps, maps_slot)
     is_exit0 = b.icmp_unsigned("==", b.load(kslot), c64(S.EXIT0))
     with b.if_then(is_exit0, likely=False):
         b.store(c64(0), kslot)
@@ -125,8 +164,11 @@ def emit_entry(low, emit_inline=None):
     subprogram 0 into the loop body (else it is called)."""
     fn = ir.Function(low.module, ENTRY_FN, "bpf_entry")
     st = fn.args[0]
-    entry, head, body, done = (fn.append_basic_block(n) for n in ("entry", "head", "body", "done"))
-    b = ir.IRBuilder(entry)
+    start, entry, head, body, done = (fn.append_basic_block(n) for n in ("start", "entry", "head", "body", "done"))
+    b = ir.IRBuilder(start)
+    clear_stale_interrupt(low, b, st)
+    b.branch(entry)
+    b.position_at_end(entry)
     base, length, perms, stride, count, out_addr, omask, r10 = (b.load(_slot(b, st, i)) for i in (
         S.ARG_R1, S.ARG_R2, S.ARG_PERMS, S.ARG_STRIDE, S.ARG_COUNT, S.ARG_OUT, S.ARG_OMASK, S.STACK_TOP))
     ostep = b.and_(omask, c64(8))          # bytes from one result to the next (0: one result slot)
@@ -154,6 +196,7 @@ def emit_entry(low, emit_inline=None):
         phi.add_incoming(v, entry)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
+    poll_stop_every(low, b, st, i, done)
     r2 = length
     # optimisation barriers like the C baseline's asm volatile: repeated runs over the same input (bench)
     # are neither hoisted nor merged
@@ -163,7 +206,7 @@ def emit_entry(low, emit_inline=None):
             b.store(v, b.gep(table, [c64(idx)]))
         b.store(c64(0), _slot(b, st, S.TAIL))
         b.store(i, _slot(b, st, S.BATCH_INDEX))
-    if low.uses_packet:
+    if low.uses_packet or low.calls_helpers:      # a tail-call target's ldabs reads them too
         b.store(r1, _slot(b, st, S.MEM_START))
         b.store(r2, _slot(b, st, S.MEM_LEN))
     if low.metered:

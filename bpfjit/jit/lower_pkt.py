@@ -21,7 +21,7 @@ from .. import packets
 from ..progtypes import prog_type
 from . import state as S
 from .irlib import I64, I64P, c64
-from .lower_entry import _slot, run_program, table_rows
+from .lower_entry import _slot, clear_stale_interrupt, poll_stop_every, run_program, table_rows
 
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
@@ -70,12 +70,15 @@ def emit_run_pkts(low) -> None:
     memcpy = m.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64]) if reset else None
     prefetch = m.globals.get("llvm.prefetch.p0") or ir.Function(
         m, ir.FunctionType(ir.VoidType(), [I8P, I32, I32, I32]), "llvm.prefetch.p0")
+    clear_stale_interrupt(low, b, st)
+    pre = b.block
     b.branch(head)
     b.position_at_end(head)
     i = b.phi(I64)
-    i.add_incoming(c64(0), entry)
+    i.add_incoming(c64(0), pre)
     b.cbranch(b.icmp_unsigned("<", i, count), body, done)
     b.position_at_end(body)
+    poll_stop_every(low, b, st, i, fault)
     if reset:
         b.call(memcpy, [ctx8, b.inttoptr(tmpl, I8P), c64(uapi), ir.Constant(ir.IntType(1), 0)])
     # prefetch the first bytes of the packet PREFETCH ahead: a batch streams through memory far larger

@@ -59,7 +59,10 @@ def run_packets(engine, prun, tls) -> np.ndarray:
     for r in order + list(env.runtime_regions()):
         aspace.add(r)
     first = order[0]
-    st, table = engine._state(aspace, first.start, first.size, stack.end, first.perms, skip=first)
+    rows = [(first.start, first.end, first.perms)] + [(r.start, r.end, r.perms) for r in aspace.regions
+                                                      if r is not first]
+    st, table = engine._state(first.start, first.size, first.perms,
+                              table=np.array(rows, dtype=np.uint64).reshape(-1))
     if prow == 2:
         prun.table = table
     prun.region = pkt_r

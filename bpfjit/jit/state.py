@@ -38,12 +38,16 @@ SLOTS = (
     ("ARG_OMASK", 25, "bpf_entry input: all ones for run_batch (one result per record), 0 for run and bench"),
     ("DONE", 13, "bpf_entry output: runs completed (the run at this index faulted when < ARG_COUNT)"),
     ("RESULT", 26, "r0 of run and bench (where ARG_OUT points for them)"),
+    ("USED_MAPS", 27, "address of the running program's used-maps bitmap (one bit per arena slot: the maps it "
+                      "was loaded with); checked map helpers refuse other maps; a tail call installs its target's"),
+    ("STOP", 31, "stop request polled at meter points of checked code: STOP_TIMEOUT or STOP_INTERRUPT (set by "
+                 "runenv's watchdog thread); 0 = run on"),
 )
 NSLOTS = 32
 
 F_KIND = F_PC = F_ADDR = F_SIZE = COUNT = LIMIT = TABLE = NREGIONS = MEM_START = MEM_LEN = HELPERS = 0
 STACK_TOP = TAIL = TAIL_TARGET = TAIL_CTX = TAIL_LIMIT = ARG_R1 = ARG_R2 = ARG_PERMS = BATCH_INDEX = SCRATCH = 0
-ARG_STRIDE = ARG_COUNT = ARG_OUT = ARG_OMASK = DONE = RESULT = 0
+ARG_STRIDE = ARG_COUNT = ARG_OUT = ARG_OMASK = DONE = RESULT = USED_MAPS = STOP = 0
 globals().update({name: idx for name, idx, _ in SLOTS})      # the constants above, from the table
 assert len({idx for _, idx, _ in SLOTS}) == len(SLOTS) and max(i for _, i, _ in SLOTS) < NSLOTS
 
@@ -53,6 +57,8 @@ DTYPE = np.dtype({"names": [_BY_INDEX.get(i, f"_spare{i}") for i in range(NSLOTS
 
 EXIT0 = 255       # F_KIND value for "program ended with r0 = 0" (legacy packet load out of bounds)
 TAILCALL = 254    # F_KIND value for "a tail call is pending": unwind to the trampoline of the entry point
+STOP_TIMEOUT = 1      # STOP values: the run's timeout passed (RuntimeFault "timeout")
+STOP_INTERRUPT = 2    # Ctrl-C on the main thread (KeyboardInterrupt); entry points clear a stale one
 
 
 def ir_type():

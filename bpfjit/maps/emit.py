@@ -1,11 +1,14 @@
 """JIT side of the map helpers: IR emitters registered in jit.native_helpers.NATIVE (see `register`).
 
 Each emitter fills a helper function `i64 (i64* state, i64 r1..r5)` that the lowering inlines into the
-program: it checks the map pointer (arena rule of arena.py, against the symbol `bpfmap_arena_bounds`) and
-its type, in checked mode the pointer arguments (jit.irlib.region_check_fn, the run's region table), then
+program: it checks the map pointer (arena rule of arena.py, against the symbol `bpfmap_arena_bounds`), in
+checked mode that the map is one the running program was loaded with (the kernel's used_maps: the bitmap
+at state slot USED_MAPS, one bit per arena slot), its type, in checked mode the pointer arguments
+(jit.irlib.region_check_fn, the run's region table), then
 calls the runtime module's function (lib.py binds the symbols). Array lookups are inlined (bounds check
 + base + index * stride). tail_call reads the prog_array's table of `bpf_tail_entry` addresses and leaves
-a pending tail call in the state for the trampoline of bpf_run.
+a pending tail call in the state for the trampoline of bpf_run, and installs the target's used-maps bitmap
+(the prog_array's table holds [entry addresses | bitmap addresses], see progarray.py).
 
 The checks and their order match the Python implementations in helpers/map_helpers.py exactly.
 """
@@ -60,6 +63,11 @@ class HelperFn(Fn):
                              self.eq(self.b.and_(off, c64(L.DESC_BYTES - 1)), 0))
         self.ret_if(self.b.not_(inside), bad)
         self.ret_if(self.ne(self.f(desc, "MAGIC"), L.MAGIC), bad)
+        if self.checked:     # used_maps: bit (slot % 64) of word (slot / 64) of the program's bitmap
+            slot = self.b.lshr(off, c64(L.DESC_BYTES.bit_length() - 1))
+            word = self.ld(self.elem(self.ld(self.slot(S.USED_MAPS)), self.b.lshr(slot, c64(6))))
+            bit = self.b.and_(self.b.lshr(word, self.b.and_(slot, c64(63))), c64(1))
+            self.ret_if(self.eq(bit, 0), bad)
         if kinds is not None:   # kinds are consecutive codes
             k = self.b.sub(self.f(desc, "KIND"), c64(min(kinds)))
             self.ret_if(self.uge(k, len(kinds)), bad)
@@ -125,8 +133,11 @@ def _tail_call(module, fn, checked):
     f.ret_if(f.uge(idx, f.f(desc, "MAX_ENTRIES")), -L.ENOENT)
     taken = f.ld(f.slot(S.TAIL))
     f.ret_if(f.uge(taken, f.ld(f.slot(S.TAIL_LIMIT))), -L.E2BIG)
-    target = f.ld_acq(f.elem(f.f(desc, "DATA"), idx))
+    table = f.f(desc, "DATA")
+    target = f.ld_acq(f.elem(table, idx))
     f.ret_if(f.eq(target, 0), -L.ENOENT)
+    # the target's used-maps bitmap: second half of the table (written before the entry, read after it)
+    f.st(f.slot(S.USED_MAPS), f.ld(f.elem(table, f.add(idx, f.f(desc, "MAX_ENTRIES")))))
     f.st(f.slot(S.TAIL), f.add(taken, 1))
     f.st(f.slot(S.TAIL_TARGET), target)
     f.st(f.slot(S.TAIL_CTX), ctx)

@@ -1,6 +1,8 @@
 """`ProgArrayMap`: the tail-call table. Each slot holds a `Program` (what the interpreter's tail_call
 continues in) and, in a u64 table the map descriptor points to (DATA), the address of that program's
-JIT entry `bpf_tail_entry` (what JIT code jumps to; 0 = empty slot).
+JIT entry `bpf_tail_entry` (what JIT code jumps to; 0 = empty slot); the table's second half holds, per
+slot, the address of the target engine's used-maps bitmap (what the target's map helpers accept; written
+before the entry address, so a tail call that sees an entry sees its bitmap).
 
 Tail-call targets run under their caller's rules, as in the kernel, where a prog_array is owned by the first
 program that uses it: the first program prepared with this map (pipeline.prepare) becomes its owner, and
@@ -36,7 +38,7 @@ class ProgArrayMap(MapBase):
     def __init__(self, max_entries: int, runtime=None, *, name: str | None = None):
         super().__init__(4, 4, max_entries, name=name)
         self.runtime = runtime
-        self._table = np.zeros(max_entries, dtype=np.uint64)
+        self._table = np.zeros(2 * max_entries, dtype=np.uint64)     # [entries | used-maps bitmaps]
         self._programs: list[Program | None] = [None] * max_entries
         self._engines: dict[int, tuple[Program, Any]] = {}
         self._retired: list[object] = []          # replaced engines stay alive (code may still run)
@@ -94,7 +96,7 @@ class ProgArrayMap(MapBase):
         self._retired.extend(engine for _, engine in self._engines.values())
         self._engines.clear()
         for i, prog in enumerate(self._programs):
-            self._table[i] = self._jit_entry(prog) if prog is not None else 0
+            self._set_entry(i, self._jit_engine(prog) if prog is not None else None)
 
     def _check_index(self, index: int) -> int:
         if not isinstance(index, (int, np.integer)) or not 0 <= index < self.max_entries:
@@ -110,15 +112,25 @@ class ProgArrayMap(MapBase):
                             None, "prog_type")
         return owner.tail_target(program)
 
-    def _jit_entry(self, program: Program) -> int:
+    def _jit_engine(self, program: Program):
         hit = self._engines.get(id(program))
         if hit is not None and hit[0] is program:
-            return hit[1].tail_entry_address
+            return hit[1]
         engine = self._native(self._prepare_target(program))
         if hit is not None:
             self._retired.append(hit[1])
         self._engines[id(program)] = (program, engine)
-        return engine.tail_entry_address
+        return engine
+
+    def _set_entry(self, i: int, engine) -> None:
+        """Slot i of the native table: empty (engine None) or the engine's tail entry and used-maps bitmap."""
+        if engine is None:
+            self._table[i] = 0
+            return
+        entry = engine.tail_entry_address
+        self._table[i] = 0
+        self._table[self.max_entries + i] = engine.used_maps_address
+        self._table[i] = entry
 
     def __setitem__(self, index: int, program: Program) -> None:
         i = self._check_index(index)
@@ -127,12 +139,12 @@ class ProgArrayMap(MapBase):
         with self._lock:
             if self._owner is None:
                 program.validate(program_config(self.runtime))
-                addr = 0
+                engine = None
             else:
                 self._prepare_target(program)
-                addr = self._jit_entry(program) if self._native is not None else 0
+                engine = self._jit_engine(program) if self._native is not None else None
             self._programs[i] = program
-            self._table[i] = addr
+            self._set_entry(i, engine)
 
     def __getitem__(self, index: int) -> Program:
         prog = self._programs[self._check_index(index)]
@@ -166,5 +178,5 @@ class ProgArrayMap(MapBase):
 
     def clear(self) -> None:
         with self._lock:
-            self._table[:] = 0
+            self._table[:self.max_entries] = 0
             self._programs = [None] * self.max_entries
