@@ -53,14 +53,14 @@ class _Outer:
     outer = True
 
     def __init__(self, key_size=4, value_size=8, max_entries: int = 1, *, inner=None, name=None, flags: int = 0,
-                 **_ignored):
+                 key_type=None):
         if inner is None:
             raise ValueError(f"{self.map_type} needs an inner map template (inner=map or InnerTemplate)")
         self.inner = InnerTemplate.of(inner)
         if self.inner.map_type in OUTER_TYPES:
             raise ValueError("nested map-in-map (an outer map as inner template) is not supported")
         self._inner_maps: dict[bytes, MapBase] = {}
-        super().__init__(key_size, 8, max_entries, name=name, flags=flags)
+        super().__init__(key_size, 8, max_entries, name=name, flags=flags, key_type=key_type)
 
     @classmethod
     def create(cls, key_size, value_size, max_entries, **kw):
