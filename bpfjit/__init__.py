@@ -23,6 +23,7 @@ Runtime, helpers and program types
 Maps
     ArrayMap, PercpuArrayMap, HashMap, PercpuHashMap, LruHashMap, LruPercpuHashMap, ProgArrayMap,
     RingBufMap, PerfEventArrayMap, QueueMap, StackMap, LpmTrieMap, DevMap, DevMapHash, CpuMap, XskMap,
+    ArrayOfMapsMap, HashOfMapsMap (map-in-map),
     MapBase (their base class), create_map(type, ...),
     BPF_ANY, BPF_NOEXIST, BPF_EXIST (update flags)
 
@@ -100,7 +101,8 @@ _LAZY = {
     **{name: "maps" for name in (
         "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
         "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "MapError",
-        "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "DevMap", "DevMapHash", "CpuMap", "XskMap")},
+        "create_map", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "DevMap", "DevMapHash", "CpuMap", "XskMap",
+        "ArrayOfMapsMap", "HashOfMapsMap")},
 }
 
 
@@ -130,6 +132,7 @@ __all__ = [
     "ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap", "ProgArrayMap",
     "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap", "MapBase", "create_map",
     "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "DevMap", "DevMapHash", "CpuMap", "XskMap",
+    "ArrayOfMapsMap", "HashOfMapsMap",
     "BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError", "RuntimeFault",
     "MapError", "DataFileError", "PcapError", "cbpf", "pcap",
     "__version__",

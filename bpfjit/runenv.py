@@ -141,12 +141,15 @@ def records_view(ptype, records, readonly: bool, min_size: int | None = None) ->
     return flat, PERM_R if readonly or ptype.ctx_readonly or not records.flags.writeable else PERM_RW
 
 
-def used_maps_of(prepared) -> frozenset:
-    """Descriptor addresses of the maps a prepared program was loaded with (the kernel's used_maps)."""
-    s = prepared.__dict__.get("_used_map_addrs")
-    if s is None:
-        s = prepared.__dict__["_used_map_addrs"] = frozenset(m.desc_addr for m in prepared.used_maps)
-    return s
+def used_maps_of(prepared) -> frozenset | None:
+    """Descriptor addresses of the maps a prepared program was loaded with (the kernel's used_maps), which
+    its map helpers may reach. None (any live map) for a program that uses a map-in-map outer map: its inner
+    maps change at run time (the kernel trusts the verifier's map_ptr from the lookup instead)."""
+    d = prepared.__dict__
+    if "_used_map_addrs" not in d:
+        d["_used_map_addrs"] = None if any(getattr(m, "outer", False) for m in prepared.used_maps) else \
+            frozenset(m.desc_addr for m in prepared.used_maps)
+    return d["_used_map_addrs"]
 
 
 def check_count(n, what: str, limit: int) -> int:

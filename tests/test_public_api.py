@@ -34,7 +34,7 @@ HOMES = {
 }
 MAP_CLASSES = ("ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
                "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "LpmTrieMap",
-               "DevMap", "DevMapHash", "CpuMap", "XskMap")
+               "DevMap", "DevMapHash", "CpuMap", "XskMap", "ArrayOfMapsMap", "HashOfMapsMap")
 ERRORS = ("BPFError", "AssemblerError", "LoadError", "VerifierError", "ELFError", "ConfigError",
           "RuntimeFault", "MapError", "DataFileError", "PcapError")
 

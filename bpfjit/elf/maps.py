@@ -188,6 +188,13 @@ def create_map(spec: MapSpec, runtime):
                         f"positive, at most {MAX_MAP_BYTES >> 20} MiB in all)")
     if spec.type == "prog_array":
         return ProgArrayMap(spec.max_entries, runtime, name=spec.name)
+    if spec.type in MAP_IN_MAP:
+        from ..maps import InnerTemplate
+        if spec.inner is None:
+            raise LoadError(f"map {spec.name!r} ({spec.type}): no inner map definition (__array(values, ...))")
+        i = spec.inner
+        return _create(spec.type, spec.key_size, spec.value_size, spec.max_entries, name=spec.name, flags=spec.flags,
+                       inner=InnerTemplate(i.type, i.key_size, i.value_size, i.max_entries))
     if spec.type == "perf_event_array" and spec.max_entries == 0:
         from ..maps import PerfEventArrayMap
         return PerfEventArrayMap(None, name=spec.name)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from .. import isa
 from ..errors import BPFError, ELFError, LoadError
 from . import btf as B
-from .maps import (DATA_PREFIXES, MAX_MAP_BYTES, MapSpec, btf_map_def, create_map, data_map_spec, legacy_def_size,
-                   legacy_map_def)
+from .maps import (DATA_PREFIXES, MAP_IN_MAP, MAX_MAP_BYTES, MapSpec, btf_map_def, create_map, data_map_spec,
+                   legacy_def_size, legacy_map_def)
 from .reader import (SHN_LORESERVE, SHN_UNDEF, SHT_NOBITS, SHT_PROGBITS, STB_LOCAL, STT_FUNC, STT_NOTYPE,
                      STT_OBJECT, STT_SECTION, ElfImage)
 from .relocate import CALL, PSEUDO_CALL, CodeSection, Func, LinkError, Ref, apply_refs, check_reloc_slot, link
@@ -358,6 +358,8 @@ class ObjectFile:
                                 None, "prog_type")
         # maps: those the programs use, plus prog_array/map-in-map maps whose values name them
         wanted = list(dict.fromkeys(m for spec in specs for m in spec.maps))
+        wanted = list(dict.fromkeys(wanted + [t for m in wanted if self.maps[m].type in MAP_IN_MAP   # inner maps
+                                              for t in self.maps[m].values.values() if t in self.maps]))
         live = {mname: create_map(self.maps[mname], rt) for mname in wanted}    # all or none are registered
         fds = {mname: rt.add_map(m, mname) for mname, m in live.items()}
         loaded = {}
@@ -372,6 +374,11 @@ class ObjectFile:
                     except BPFError as e:
                         raise LoadError(f"map {mname!r}: cannot put program {target!r} in slot {slot}: {e}") \
                             from None
+                elif ms.type in MAP_IN_MAP and target in live:
+                    try:
+                        m[slot] = live[target]
+                    except BPFError as e:
+                        raise LoadError(f"map {mname!r}: cannot put map {target!r} in slot {slot}: {e}") from None
         return LoadedObject(rt, loaded, live, self)
 
     def _build(self, spec: ProgramSpec, fds: dict, rt, config, Program):

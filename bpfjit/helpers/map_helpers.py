@@ -8,13 +8,17 @@ used_maps) and then the pointer arguments against the run's address space, and c
 map operations (maps/lib.py); the JIT's native twins (maps/emit.py, registered in NATIVE on import) make
 the same checks in the same order and call the same functions. Results:
   - map pointer that is not a live map of a fitting type, or a map the program was not loaded with (another
-    Runtime's, or one of its own runtime it does not reference): lookup/reserve/query 0, others -EINVAL;
+    Runtime's, or one of its own runtime it does not reference; a program that uses a map-in-map outer map
+    may reach every live map, see runenv.used_maps_of): lookup/reserve/query 0, others -EINVAL;
+  - map-in-map outer maps: lookup returns the inner map pointer (0: empty), update/delete -EINVAL;
   - unreadable key/value/data, or a pop/peek destination that is not writable: lookup 0, others -EFAULT;
   - tail_call: index >= max_entries or empty slot -ENOENT, tail_call_limit reached -E2BIG (r0 gets the
     value and execution continues); otherwise it never returns.
 `register_map_helpers(registry)` adds them to a registry.
 """
 from __future__ import annotations
+
+import ctypes
 
 from ..jit.native_helpers import NATIVE
 from ..maps import arena, emit
@@ -49,12 +53,15 @@ def map_lookup_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     m = _map(ctx, r1, KeyValueMap)
     if m is None or not _readable(ctx, r2, m.key_size):
         return 0
-    return lib().lookup(r1, r2, L.CPU_CURRENT, 0)
+    addr = lib().lookup(r1, r2, L.CPU_CURRENT, 0)
+    if addr and getattr(m, "outer", False):      # map-in-map: the inner map pointer itself (0: none)
+        return ctypes.c_uint64.from_address(addr).value
+    return addr
 
 
 def map_update_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     m = _map(ctx, r1, KeyValueMap)
-    if m is None:
+    if m is None or getattr(m, "outer", False):  # programs only look up outer maps (kernel: verifier refuses)
         return -L.EINVAL
     if not (_readable(ctx, r2, m.key_size) and _readable(ctx, r3, m.value_size)):
         return -L.EFAULT
@@ -63,7 +70,7 @@ def map_update_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
 
 def map_delete_elem(ctx, r1=0, r2=0, r3=0, r4=0, r5=0) -> int:
     m = _map(ctx, r1, KeyValueMap)
-    if m is None:
+    if m is None or getattr(m, "outer", False):
         return -L.EINVAL
     if not _readable(ctx, r2, m.key_size):
         return -L.EFAULT

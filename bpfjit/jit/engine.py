@@ -26,7 +26,7 @@ from .. import watchdog
 from ..maps import arena
 from ..maps import layout as L
 from ..memory import PERM_R, PERM_RW, PERM_W
-from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer
+from ..runenv import as_bytes_view, check_ctx_size, ctx_buffer, used_maps_of
 from . import compiler
 from . import state as S
 from .lower import MODULE_KINDS, HelperPlan, Lowering
@@ -49,11 +49,13 @@ def addr_of(arr: np.ndarray) -> int:
     return arr.__array_interface__["data"][0]
 
 
-def used_maps_bitmap(maps) -> np.ndarray:
-    """One bit per arena slot, set for the maps a program was loaded with (pipeline.Prepared.used_maps): the
-    kernel's used_maps as checked map helpers test it (maps/emit.py guard_map)."""
+def used_maps_bitmap(prepared) -> np.ndarray:
+    """One bit per arena slot, set for the maps a program was loaded with (runenv.used_maps_of): the
+    kernel's used_maps as checked map helpers test it (maps/emit.py guard_map); all set when it is None."""
+    if used_maps_of(prepared) is None:
+        return np.full(L.MAX_MAPS // 64, M64, dtype=np.uint64)
     bits = np.zeros(L.MAX_MAPS // 64, dtype=np.uint64)
-    for m in maps:
+    for m in prepared.used_maps:
         slot = (m.desc_addr - arena.ARENA_START) // L.DESC_BYTES
         bits[slot >> 6] |= np.uint64(1 << (slot & 63))
     return bits
@@ -145,7 +147,7 @@ class JITEngine(Engine):
                                                       for m in prepared.used_maps)
         self.helper_table = np.array([ctypes.cast(cb, _VP).value for cb in callbacks] or [0], dtype=np.uint64)
         self._helper_table_addr = addr_of(self.helper_table)
-        self.used_maps = used_maps_bitmap(prepared.used_maps)
+        self.used_maps = used_maps_bitmap(prepared)
         self.used_maps_address = addr_of(self.used_maps)
         self._lddw = prepared.lddw
         self._plan = plan

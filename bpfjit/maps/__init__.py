@@ -12,6 +12,7 @@ helpers) and JIT code (helpers/map_helpers.py, emit.py) call the same compiled f
     QueueMap(8, 16).push(v); q.pop()         FIFO (StackMap: LIFO)
     LpmTrieMap(8, 8, 64)["10.0.0.0/8"] = v    longest-prefix match (m["10.1.2.3"] -> v)
     DevMap(4, 4, 8)[0] = ifindex              XDP redirect targets (also CpuMap, XskMap, DevMapHash)
+    ArrayOfMapsMap(max_entries=2, inner=ArrayMap(4, 4, 4))[0] = inner_map   map-in-map (also HashOfMapsMap)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
 from .layout import BPF_ANY, BPF_EXIST, BPF_NOEXIST, MAP_TYPES
 from .lib import current_cpu, set_default_ncpus
 from .lpm import LpmTrieMap
+from .mapinmap import ArrayOfMapsMap, HashOfMapsMap, InnerTemplate
 from .progarray import ProgArrayMap
 from .queuestack import QueueMap, StackMap
 from .redirect import CpuMap, DevMap, DevMapHash, XskMap
@@ -34,6 +36,7 @@ MAP_CLASSES: dict[str, Any] = {
     "ringbuf": RingBufMap, "perf_event_array": PerfEventArrayMap, "queue": QueueMap, "stack": StackMap,
     "lpm_trie": LpmTrieMap,
     "devmap": DevMap, "devmap_hash": DevMapHash, "cpumap": CpuMap, "xskmap": XskMap,
+    "array_of_maps": ArrayOfMapsMap, "hash_of_maps": HashOfMapsMap,
 }
 assert set(MAP_CLASSES) == set(MAP_TYPES)
 
@@ -50,4 +53,5 @@ def create_map(type_name: str, key_size: int, value_size: int, max_entries: int,
 __all__ = ["ArrayMap", "PercpuArrayMap", "HashMap", "PercpuHashMap", "LruHashMap", "LruPercpuHashMap",
            "ProgArrayMap", "RingBufMap", "PerfEventArrayMap", "QueueMap", "StackMap", "MapBase", "KeyValueMap",
            "MapError", "create_map", "current_cpu", "set_default_ncpus", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST",
-           "MAP_CLASSES", "LpmTrieMap", "DevMap", "DevMapHash", "CpuMap", "XskMap"]
+           "MAP_CLASSES", "LpmTrieMap", "DevMap", "DevMapHash", "CpuMap", "XskMap",
+           "ArrayOfMapsMap", "HashOfMapsMap", "InnerTemplate"]

@@ -6,9 +6,11 @@ checked mode that the map is one the running program was loaded with (the kernel
 at state slot USED_MAPS, one bit per arena slot), its type, in checked mode the pointer arguments
 (jit.irlib.region_check_fn, the run's region table), then
 calls the runtime module's function (lib.py binds the symbols). Array lookups are inlined (bounds check
-+ base + index * stride). tail_call reads the prog_array's table of `bpf_tail_entry` addresses and leaves
-a pending tail call in the state for the trampoline of bpf_run, and installs the target's used-maps bitmap
-(the prog_array's table holds [entry addresses | bitmap addresses], see progarray.py).
++ base + index * stride); an outer map's (map-in-map) lookup returns the inner map pointer stored in its
+slot, and programs may not update or delete its elements. tail_call reads the prog_array's table of
+`bpf_tail_entry` addresses and leaves a pending tail call in the state for the trampoline of bpf_entry, and
+installs the target's used-maps bitmap (the prog_array's table holds [entry addresses | bitmap addresses],
+see progarray.py).
 
 The checks and their order match the Python implementations in helpers/map_helpers.py exactly.
 """
@@ -26,6 +28,7 @@ from .native import EXPORTS
 
 T_ARRAY, T_PROG, T_RINGBUF, T_PERF = (L.MAP_TYPES[t] for t in ("array", "prog_array", "ringbuf",
                                                               "perf_event_array"))
+T_AOM, T_HOM = L.MAP_TYPES["array_of_maps"], L.MAP_TYPES["hash_of_maps"]
 
 
 def runtime_fn(module: ir.Module, name: str) -> ir.Function:
@@ -92,6 +95,10 @@ class HelperFn(Fn):
             ok = self.b.call(region_check_fn(self.module), [self.stp, addr, size, c64(perm)])
             self.ret_if(self.b.not_(ok), bad)
 
+    def is_outer(self, desc):
+        """i1: desc is an array_of_maps / hash_of_maps (consecutive type codes)."""
+        return self.ult(self.b.sub(self.f(desc, "TYPE"), c64(T_AOM)), 2)
+
     def slot(self, idx: int):
         return self.add(self.state, 8 * idx)
 
@@ -105,13 +112,18 @@ def _lookup(module, fn, checked):
         idx = f.ld(key, I32, align=1)
         f.ret_if(f.uge(idx, f.f(desc, "MAX_ENTRIES")), 0)
         f.ret(f.add(f.f(desc, "DATA"), f.mul(idx, f.f(desc, "STRIDE"))))
-    f.ret(f.call(runtime_fn(module, "bpfmap_lookup"), desc, key, L.CPU_CURRENT, 0))
+    addr = f.call(runtime_fn(module, "bpfmap_lookup"), desc, key, L.CPU_CURRENT, 0)
+    with f.if_(f.is_outer(desc), likely=False):     # map-in-map: the inner map pointer itself (0: none)
+        f.ret_if(f.eq(addr, 0), 0)
+        f.ret(f.ld(addr))
+    f.ret(addr)
 
 
 def _update(module, fn, checked):
     f = HelperFn(module, fn, checked)
     desc, key, value, flags = f.r[1:5]
     f.guard_map(desc, -L.EINVAL, kinds=L.KV_KINDS)
+    f.ret_if(f.is_outer(desc), -L.EINVAL)
     f.guard_ptr(key, f.f(desc, "KEY_SIZE"), -L.EFAULT)
     f.guard_ptr(value, f.f(desc, "VALUE_SIZE"), -L.EFAULT)
     f.ret(f.call(runtime_fn(module, "bpfmap_update"), desc, key, value, flags, L.CPU_CURRENT))
@@ -121,6 +133,7 @@ def _delete(module, fn, checked):
     f = HelperFn(module, fn, checked)
     desc, key = f.r[1], f.r[2]
     f.guard_map(desc, -L.EINVAL, kinds=L.KV_KINDS)
+    f.ret_if(f.is_outer(desc), -L.EINVAL)
     f.guard_ptr(key, f.f(desc, "KEY_SIZE"), -L.EFAULT)
     f.ret(f.call(runtime_fn(module, "bpfmap_delete"), desc, key))
 

@@ -76,6 +76,7 @@ MAP_TYPES: dict[str, int] = {
     "lru_hash": 9, "lru_percpu_hash": 10, "queue": 22, "stack": 23, "ringbuf": 27,
     "lpm_trie": 11,
     "devmap": 14, "cpumap": 16, "xskmap": 17, "devmap_hash": 25,
+    "array_of_maps": 12, "hash_of_maps": 13,
 }
 KIND_ARRAY, KIND_HASH, KIND_PROG_ARRAY, KIND_RINGBUF, KIND_PERF, KIND_QUEUE = 1, 2, 3, 4, 5, 6
 KV_KINDS = (KIND_ARRAY, KIND_HASH)               # maps with lookup/update/delete/get_next_key

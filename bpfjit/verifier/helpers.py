@@ -1,6 +1,6 @@
 """Helper calls: the arguments checked against the registry's prototypes (`Helper.args`), map helpers
 against the maps they are given (type, key and value sizes), GPL-only helpers against the license, the
-return type set in r0, references acquired (ringbuf_reserve) and released (ringbuf_submit/discard).
+return type set in r0 (an outer map's lookup: map_ptr_or_null of its inner template), references acquired (ringbuf_reserve) and released (ringbuf_submit/discard).
 
 What the prototypes do not say is kept here as small tables keyed by helper name: the map types a map
 helper accepts, which helpers release the memory they get, which `ptr_to_stack` helpers write it, which may
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from . import scalar as S
 from .access import MAX_VAR_OFF, check_helper_mem, err
-from .regs import (CTX, MAP_PTR, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, PKT_TYPES,
+from .regs import (CTX, MAP_PTR, MAP_PTR_OR_NULL, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, PKT_TYPES,
                    SCALAR, UNKNOWN_REG, Reg)
 from ..helpers.registry import license_is_gpl_compatible
 
 KV_MAPS = frozenset({"array", "percpu_array", "hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
+OUTER_MAPS = frozenset({"array_of_maps", "hash_of_maps"})    # map-in-map: programs may only look them up
 MAP_TYPES_OF = {
-    "map_lookup_elem": KV_MAPS, "map_update_elem": KV_MAPS, "map_delete_elem": KV_MAPS,
+    "map_lookup_elem": KV_MAPS | OUTER_MAPS, "map_update_elem": KV_MAPS, "map_delete_elem": KV_MAPS,
     "tail_call": frozenset({"prog_array"}), "perf_event_output": frozenset({"perf_event_array"}),
     "ringbuf_output": frozenset({"ringbuf"}), "ringbuf_reserve": frozenset({"ringbuf"}),
     "ringbuf_query": frozenset({"ringbuf"}), "map_push_elem": frozenset({"queue", "stack"}),
@@ -128,7 +129,10 @@ def check_call(v, st, pc: int, h) -> None:
     elif ret == "map_value_or_null":
         if cmap is None:
             raise err(f"helper bpf_{h.name}#{h.id} returns a map value without a map argument", pc)
-        regs[0] = Reg(MAP_VALUE_OR_NULL, S.ZERO, map=cmap, id=v.new_id())
+        if getattr(cmap, "map_type", "") in OUTER_MAPS:      # the inner map, of the outer map's template
+            regs[0] = Reg(MAP_PTR_OR_NULL, S.ZERO, map=cmap.inner, id=v.new_id())
+        else:
+            regs[0] = Reg(MAP_VALUE_OR_NULL, S.ZERO, map=cmap, id=v.new_id())
     elif ret == "mem_or_null":
         if size_arg is None or not size_arg.is_const:
             raise err(f"R{2} is not a known constant", pc)

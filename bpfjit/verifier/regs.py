@@ -3,7 +3,7 @@ variable offset of a pointer), the fixed offset, and what the pointer points to;
 `regsafe` (an explored register state covers a new one, for state pruning).
 
 Types (the kernel's names): not_init, scalar, ctx, fp (stack pointer of frame `frame`), map_ptr
-(CONST_PTR_TO_MAP), map_value / map_value_or_null (into `map`'s value), mem / mem_or_null (`size` bytes:
+(CONST_PTR_TO_MAP; map_ptr_or_null: an outer map's lookup result, `map` its inner template), map_value / map_value_or_null (into `map`'s value), mem / mem_or_null (`size` bytes:
 a raw program's memory, ringbuf_reserve's record; `ref` is the reference id that must be released),
 pkt / pkt_meta (packet data / metadata start plus `off` and a variable offset; `range`: bytes from the
 pointer's base, which all pointers of the same `id` share, proven inside the packet; negative: AT_PKT_END /
@@ -17,11 +17,13 @@ from . import scalar as S
 NOT_INIT, SCALAR, CTX, FP, MAP_PTR = "not_init", "scalar", "ctx", "fp", "map_ptr"
 MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL = "map_value", "map_value_or_null", "mem", "mem_or_null"
 PKT, PKT_END, PKT_META = "pkt", "pkt_end", "pkt_meta"
-OR_NULL = {MAP_VALUE_OR_NULL: MAP_VALUE, MEM_OR_NULL: MEM}
+MAP_PTR_OR_NULL = "map_ptr_or_null"        # an outer map's lookup result: the inner map (its template) or NULL
+OR_NULL = {MAP_VALUE_OR_NULL: MAP_VALUE, MEM_OR_NULL: MEM, MAP_PTR_OR_NULL: MAP_PTR}
 # The id of a raw program's length scalar (r2 at entry and its copies): a comparison that bounds it from below
 # proves that many bytes of the run's memory (the kernel learns a packet's range from data_end the same way).
 MEMLEN_ID = -1
-POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, PKT, PKT_END, PKT_META)
+POINTERS = (CTX, FP, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, PKT, PKT_END, PKT_META,
+            MAP_PTR_OR_NULL)
 PKT_TYPES = (PKT, PKT_END, PKT_META)       # pointers into the same packet (they may be compared/subtracted)
 AT_PKT_END, BEYOND_PKT_END = -1, -2        # `range` of a pkt pointer known to be at / past pkt_end
 

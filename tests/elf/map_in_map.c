@@ -1,5 +1,5 @@
-/* Map-in-map: an array_of_maps with an inner map definition and `values` naming maps. Parses (inner spec,
- * values); load refuses the outer map type until the runtime has it. */
+/* Map-in-map: an array_of_maps with an inner map definition and `values` naming maps (tests/test_elf.py
+ * parses it, tests/test_map_in_map.py loads and runs it). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
