@@ -144,7 +144,9 @@ class PacketRun:
                 moves_bounds(prepared.program), needs_headers(prepared.program, ptype),
                 any(f is not None and (f.op in ("st", "stx") or f.op.startswith("lock_")) and insns[pc].dst != 10
                     for pc, f in enumerate(forms)))
-        self.room, self.headers, self.reset = facts
+        self.room: bool = facts[0]
+        self.headers: bool = facts[1]
+        self.reset: bool = facts[2]
         xdp = ptype.packet == "xdp"
         head = XDP_PACKET_HEADROOM if xdp and self.room else 0
         tail = (XDP_TAILROOM if xdp else SKB_TAILROOM) if self.room else 0
@@ -219,7 +221,8 @@ class PacketRun:
 
     def bounds(self, i: int | None = None) -> tuple[int, int, int, int, int]:
         """(data, data_end, data_meta, head, end) of the packet being run, as helpers may have moved them."""
-        return tuple(self._hidden(n) for n in ("data", "data_end", "data_meta", "head", "end"))
+        h = self._hidden
+        return h("data"), h("data_end"), h("data_meta"), h("head"), h("end")
 
     def buffer(self, lo: int, hi: int) -> np.ndarray:
         """The packet memory [lo, hi) (absolute addresses inside the run's packet buffer)."""

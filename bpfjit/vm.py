@@ -8,6 +8,8 @@ What a run sees (context, stack, regions, entry registers) is built by runenv.py
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import watchdog
@@ -46,7 +48,7 @@ class VM:
         self.helpers = self.prepared.helpers
         self.ptype = self.prepared.ptype
         self.engine = cls(self.prepared)
-        self.last_run = None            # packets.PacketRun of the last run_packets (packet programs)
+        self.last_run: Any = None       # packets.PacketRun of the last run_packets (packet programs)
 
     @property
     def safety(self) -> str:

@@ -15,6 +15,8 @@ state blocks, which checked code polls at its meter points. Nothing here knows a
 """
 from __future__ import annotations
 
+from typing import Any
+
 import heapq
 import itertools
 import math
@@ -37,8 +39,9 @@ _seq = itertools.count()
 ARMED: dict[int, "StopRequest"] = {}          # thread ident -> the armed request of its call in progress
 _HOOKS: list = []                             # (fire, clear)
 _thread: threading.Thread | None = None
-_wake_r = _wake_w = None                      # socketpair: arm() wakes the thread for an earlier deadline
-_sig_r = None                                 # read end of the signal wakeup fd (None: not watching)
+_wake_r: Any = None
+_wake_w: Any = None                           # socketpair: arm() wakes the thread for an earlier deadline
+_sig_r: Any = None                            # read end of the signal wakeup fd (None: not watching)
 _sig_state = None                             # None: not tried yet; True: watching; False: someone else's fd
 
 
@@ -50,7 +53,7 @@ class StopRequest:
     def __init__(self, ident: int, deadline: float):
         self.ident, self.deadline = ident, deadline
         self.fired = self.done = False
-        self.interp = None
+        self.interp: Any = None
 
 
 def check_timeout(timeout) -> float:
@@ -219,4 +222,4 @@ def _loop() -> None:
             data = _drain(s)
             if s is _sig_r and _interrupt_pending(data):
                 with lock:
-                    _fire(threading.main_thread().ident, STOP_INTERRUPT, None)
+                    _fire(threading.main_thread().ident or 0, STOP_INTERRUPT, None)

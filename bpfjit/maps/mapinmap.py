@@ -11,6 +11,8 @@ reached through an outer map is part of every runtime the outer map is in.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import ctypes
 from dataclasses import dataclass
 
@@ -51,6 +53,8 @@ class _Outer:
     """Shared behaviour of the outer map classes (mixed in before ArrayMap / HashMap)."""
 
     outer = True
+    if TYPE_CHECKING:       # a mixin: every other attribute is the map class's (ArrayMap / HashMap)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, key_size=4, value_size=8, max_entries: int = 1, *, inner=None, name=None, flags: int = 0,
                  key_type=None):
@@ -60,7 +64,8 @@ class _Outer:
         if self.inner.map_type in OUTER_TYPES:
             raise ValueError("nested map-in-map (an outer map as inner template) is not supported")
         self._inner_maps: dict[bytes, MapBase] = {}
-        super().__init__(key_size, 8, max_entries, name=name, flags=flags, key_type=key_type)
+        super().__init__(key_size, 8, max_entries, name=name, flags=flags,  # type: ignore[call-arg]
+                         key_type=key_type)
 
     @classmethod
     def create(cls, key_size, value_size, max_entries, **kw):
@@ -97,7 +102,7 @@ class _Outer:
                            f"value_size {inner.value_size}) does not match the inner map template ({t.map_type}, "
                            f"key_size {t.key_size}, value_size {t.value_size})")
         kraw = self._key(key)
-        super().update(kraw, inner.desc_addr, flags)
+        super().update(kraw, inner.desc_addr, flags)  # type: ignore[misc]  # ArrayMap / HashMap (mixin)
         self._inner_maps[kraw] = inner
 
     def __setitem__(self, key, inner) -> None:

@@ -6,6 +6,8 @@ to an entry whose u32 is non-zero and records it in the run's redirects. Nothing
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .array import ArrayMap
@@ -14,6 +16,8 @@ from .hash import HashMap
 
 class _Target:
     """The u32 an entry holds (0: no target there), None when the key is absent or out of range."""
+    if TYPE_CHECKING:       # a mixin: every other attribute is the map class's
+        def __getattr__(self, name: str) -> Any: ...
 
     def target(self, key: int) -> int | None:
         if self.kind_is_array and not 0 <= key < self.max_entries:

@@ -326,8 +326,7 @@ class Verifier:
     def _h_ldabs(self, pc, f, ins, st, pending) -> int:
         """The kernel's check_ld_abs: program types with an skb (LD_ABS_TYPES), r6 the unmodified context,
         r1-r5 clobbered, r0 an unknown scalar (a load past the end exits with r0 = 0). Raw programs keep
-        r1-r5: bpfjit's engines define the loads over the run's mem without a call, and the cBPF converter
-        (bpfjit/cbpf) keeps A in r3 across `ldx msh`'s load."""
+        r1-r5: bpfjit's engines define the loads over the run's mem without a call."""
         if self.ptype.name not in LD_ABS_TYPES:
             raise err("BPF_LD_[ABS|IND] instructions not allowed for this program type", pc)
         if ins.dst != 0 or ins.off != 0 or (f.op == "ldabs" and ins.src != 0):
@@ -345,8 +344,8 @@ class Verifier:
         if r6.off or not (r6.s.is_const and r6.s.value == 0):
             raise err(f"dereference of modified ctx ptr R6 off={r6.off + r6.s.value} disallowed", pc)
         if self.ptype.name != "raw":      # the kernel's types: a helper call in disguise clobbers r1-r5
-            for r in range(1, 6):
-                regs[r] = NOT_INIT_REG
+            for k in range(1, 6):
+                regs[k] = NOT_INIT_REG
         regs[0] = UNKNOWN_REG
         return pc + 1
 
