@@ -227,9 +227,6 @@ class Filter:
         self.progress = progress
         self.chunk = chunk
         self.readonly = readonly
-        warm = getattr(self.vm.engine, "_loop_entries", None)
-        if warm is not None:       # compile the JIT's batch loop now, not concurrently in the first threads
-            warm()
 
     open_records = staticmethod(open_records)       # Filter.open_records(path, dtype): a memmap of records
     default_threads = staticmethod(default_threads)   # the cores threads=None uses

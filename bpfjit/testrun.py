@@ -69,9 +69,6 @@ def test_run(vm, data_in=None, ctx_in=None, repeat: int = 1) -> TestRunResult:
         out_is_ctx = ctx_in is not None
     if mem is not None and mem.size == 0:
         mem = None
-    warm = getattr(vm.engine, "_loop_entries", None)
-    if warm is not None:          # the JIT compiles its loop entry on first use: not part of the duration
-        warm()
     t0 = time.perf_counter_ns()
     r0 = vm.bench(mem, repeat)
     elapsed = time.perf_counter_ns() - t0

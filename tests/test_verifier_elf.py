@@ -33,8 +33,6 @@ LOAD_REFUSED = {
     # the kernel refuses both too: an unresolved extern call, recursion
     ("extern_call.o", "calls_extern"): "call to unknown extern function 'mystery_func'",
     ("extern_call.o", "calls_recursive"): "recursive bpf-to-bpf calls are not allowed",
-    # the kernel would load it: bpfjit's runtime has no array_of_maps (a runtime gap, not a verifier one)
-    ("map_in_map.o", "lookup_inner"): "map type 'array_of_maps' is not supported",
 }
 # (fixture, program) -> a substring of the VerifierError the kernel would refuse it with too (none today).
 VERIFY_REFUSED: dict = {}
