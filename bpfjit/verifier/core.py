@@ -22,7 +22,7 @@ from .helpers import check_call, raw_ctx
 from .regs import (AT_PKT_END, BEYOND_PKT_END, CTX, FP, MAP_PTR, MAP_VALUE, MEM, MEMLEN_ID, NOT_INIT,
                    NOT_INIT_REG, OR_NULL, PKT, PKT_END, PKT_META, PKT_TYPES, SCALAR, UNKNOWN_REG, Reg, const,
                    ptr, scalar)
-from .state import State, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
+from .state import State, rewrite_regs, fmt_regs, fmt_state, new_frame, regs_key, same_stacks, states_equal
 
 INSN_LIMIT = 1_000_000
 MAX_STATES_PER_INSN = 64
@@ -543,21 +543,14 @@ class Verifier:
         """The length scalar is now known to be `s`: its copies become `s`, and the run's memory (every
         pointer to it, in registers and spills of every frame) is at least s.umin bytes long."""
         n = min(s.umin, 1 << 32)
-        for fr in st.frames:
-            regs = fr.regs
-            for i in range(11):
-                r = regs[i]
-                if r.id == MEMLEN_ID and r.type is SCALAR:
-                    regs[i] = r.but(s=s)
-                elif r.type is MEM and not r.ref and r.size < n:
-                    regs[i] = r.but(size=n)
-            for k, (spill, kinds) in list(fr.stack.items()):
-                if spill is None:
-                    continue
-                if spill.id == MEMLEN_ID and spill.type is SCALAR:
-                    fr.stack[k] = (spill.but(s=s), kinds)
-                elif spill.type is MEM and not spill.ref and spill.size < n:
-                    fr.stack[k] = (spill.but(size=n), kinds)
+
+        def learn(r: Reg) -> Reg | None:
+            if r.id == MEMLEN_ID and r.type is SCALAR:
+                return r.but(s=s)
+            if r.type is MEM and not r.ref and r.size < n:
+                return r.but(size=n)
+            return None
+        rewrite_regs(st, learn)
 
     @staticmethod
     def _maybe_null(p: Reg) -> bool:
@@ -620,27 +613,16 @@ class Verifier:
             return
         new = p.off + 1 if right_open else p.off
         t, pid = p.type, p.id
-        for fr in st.frames:
-            regs = fr.regs
-            for i in range(11):
-                r = regs[i]
-                if r.type is t and r.id == pid and r.range < new:
-                    regs[i] = r.but(range=new)
-            for k, (spill, kinds) in list(fr.stack.items()):
-                if spill is not None and spill.type is t and spill.id == pid and spill.range < new:
-                    fr.stack[k] = (spill.but(range=new), kinds)
+        rewrite_regs(st, lambda r: r.but(range=new) if r.type is t and r.id == pid and r.range < new else None)
 
     def _mark_null(self, st, p: Reg, is_null: bool) -> None:
         rid = p.id
-        for fr in st.frames:
-            regs = fr.regs
-            for i in range(11):
-                r = regs[i]
-                if r.id == rid and r.type in OR_NULL:
-                    regs[i] = const(0) if is_null else r.but(type=OR_NULL[r.type], id=0)
-            for k, (spill, kinds) in list(fr.stack.items()):
-                if spill is not None and spill.id == rid and spill.type in OR_NULL:
-                    fr.stack[k] = ((const(0) if is_null else spill.but(type=OR_NULL[spill.type], id=0)), kinds)
+
+        def resolve(r: Reg) -> Reg | None:
+            if r.id != rid or r.type not in OR_NULL:
+                return None
+            return const(0) if is_null else r.but(type=OR_NULL[r.type], id=0)
+        rewrite_regs(st, resolve)
         if is_null and p.ref:
             st.refs = tuple(r for r in st.refs if r[0] != p.ref)
 

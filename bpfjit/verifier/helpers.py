@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import scalar as S
 from .access import MAX_VAR_OFF, check_helper_mem, err
+from .state import rewrite_regs
 from .regs import (CTX, MAP_PTR, MAP_PTR_OR_NULL, MAP_VALUE_OR_NULL, MEM, MEM_OR_NULL, NOT_INIT, NOT_INIT_REG, PKT_TYPES,
                    SCALAR, UNKNOWN_REG, Reg)
 from ..helpers.registry import license_is_gpl_compatible
@@ -152,14 +153,7 @@ def raw_ctx(v, reg) -> bool:
 def clear_pkt_pointers(st) -> None:
     """The packet may have moved: every packet pointer (registers and spills, all frames) becomes an
     unknown scalar, so a later dereference is refused until the program reloads data/data_end."""
-    for f in st.frames:
-        regs = f.regs
-        for i in range(11):
-            if regs[i].type in PKT_TYPES:
-                regs[i] = UNKNOWN_REG
-        for k, (spill, kinds) in list(f.stack.items()):
-            if spill is not None and spill.type in PKT_TYPES:
-                f.stack[k] = (UNKNOWN_REG, kinds)
+    rewrite_regs(st, lambda r: UNKNOWN_REG if r.type in PKT_TYPES else None)
 
 
 def release(st, ref: int) -> None:

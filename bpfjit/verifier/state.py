@@ -14,6 +14,22 @@ from .regs import NOT_INIT_REG, SCALAR, regsafe, check_id
 INVALID_SLOT = (None, "iiiiiiii")
 
 
+def rewrite_regs(st, fn) -> None:
+    """Replace every register and spilled register of every frame of `st` by fn(reg) when that is not None
+    (the walk behind learning facts for all copies of a value: null checks, packet ranges, lengths)."""
+    for fr in st.frames:
+        regs = fr.regs
+        for i in range(11):
+            new = fn(regs[i])
+            if new is not None:
+                regs[i] = new
+        for k, (spill, kinds) in list(fr.stack.items()):
+            if spill is not None:
+                new = fn(spill)
+                if new is not None:
+                    fr.stack[k] = (new, kinds)
+
+
 class Frame:
     __slots__ = ("regs", "stack", "callsite", "subprog")
 
